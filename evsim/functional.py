@@ -1,0 +1,315 @@
+"""Functional API: EGRU forward and backward on whole sequences.
+
+This is the layer everything else builds on. It validates arguments, draws
+random masks, calls a backend's kernels with plain arrays, and returns the
+outputs with counters of the work the kernels really did.
+
+Backends:
+
+* ``"cpu"``: event-driven Numba kernels. The recurrent drive of each step is
+  built from the list of events of the previous step; BPTT computes the
+  recurrent gradient only for backward-active units and ``dR`` only over
+  events. At high activity the forward switches to a dense product by itself
+  (``config.DENSE_SWITCH_ACTIVITY``).
+* ``"dense"``: the same Numba kernels with dense BLAS products every step (the
+  baseline the event-driven path is measured against).
+* ``"reference"``: the plain NumPy oracle (:mod:`evsim.kernels.reference`).
+* ``"cuda"``: numba.cuda kernels (:mod:`evsim.kernels.cuda`), when a GPU is present.
+
+Shapes are time-major: ``x`` (T, B, I), weights as in DESIGN.md: ``W`` (I, 3H),
+``R`` (H, 3H), ``bx``, ``br`` (3H,), ``thr`` (H,), states (B, H). Gate blocks are
+ordered z, r, g.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evsim import _validate as check
+from evsim import config
+from evsim.kernels import reference
+
+BACKENDS = ("cpu", "dense", "reference", "cuda")
+GRAD_KEYS = ("x", "W", "R", "bx", "br", "thr", "h0", "y0")
+
+
+@dataclass
+class EGRUResult:
+    """Outputs of :func:`egru_forward`.
+
+    Attributes
+    ----------
+    y : (T, B, H) graded events (zero where a unit did not fire).
+    h : (T, B, H) internal states after the reset.
+    c : (T, B, H) event flags (1.0 where a unit fired).
+    h_last, y_last : (B, H) state after each sample's last step.
+    trace : (T, B, H) output trace, or None when not requested.
+    stats : dict of counters (see :func:`egru_forward`).
+    """
+
+    y: np.ndarray
+    h: np.ndarray
+    c: np.ndarray
+    h_last: np.ndarray
+    y_last: np.ndarray
+    trace: np.ndarray | None
+    stats: dict
+    _ctx: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def events(self):
+        """Event lists ``(idx, cnt)``: ``idx[t + 1, b, :cnt[t + 1, b]]`` are the
+        units of sample b that fired at step t (slot 0 holds y0). Event-driven
+        backends only; None otherwise."""
+        ctx = self._ctx
+        return (ctx["ev_idx"], ctx["ev_cnt"]) if "ev_idx" in ctx else None
+
+
+def egru_forward(x, W, R, bx, br, thr, h0=None, y0=None, *, damp=None, support=None,
+                 training=True, backend="cpu", zoneout=0.0, zoneout_mask=None,
+                 dropconnect=0.0, dropconnect_mask=None, trace_alpha=None, lengths=None,
+                 rng=None):
+    """Run an EGRU population over a batch of sequences.
+
+    Parameters
+    ----------
+    x : (T, B, I) float32 or float64 input sequence, time-major.
+    W : (I, 3H) input weights. R : (H, 3H) recurrent weights.
+    bx, br : (3H,) input and recurrent biases. thr : (H,) thresholds.
+    h0, y0 : (B, H) initial state and initial output (default zeros).
+    damp, support : surrogate gradient ``damp * max(0, 1 - support |v - thr|)``
+        (defaults ``config.DAMP`` = 0.7, ``config.SUPPORT`` = 1.0).
+    training : save what the backward pass needs and use training-mode zoneout
+        and DropConnect. With ``training=False`` nothing is saved.
+    backend : "cpu" (event-driven), "dense", "reference" or "cuda".
+    zoneout : probability p of keeping the old state per unit and step.
+        Training: ``v = m v + (1 - m) h`` with m ~ Bernoulli(1 - p) (or the
+        given ``zoneout_mask`` (T, B, H) of keep factors m); evaluation:
+        ``v = (1 - p) v + p h``.
+    dropconnect : probability of dropping each recurrent weight during
+        training, with inverted scaling by 1 / (1 - p); or pass
+        ``dropconnect_mask`` (H, 3H) to multiply into R.
+    trace_alpha : when given, also compute the output trace
+        ``tr_t = alpha tr_{t-1} + (1 - alpha) y_t``.
+    lengths : (B,) number of valid steps per sample (default all T). Steps
+        past a sample's end cost nothing and output zeros.
+    rng : numpy Generator or seed for the random masks.
+
+    Returns
+    -------
+    EGRUResult
+        With ``stats``: ``events``, ``activity`` (events per unit-step),
+        ``fwd_macs`` (recurrent multiply-adds done), ``fwd_macs_dense`` (the
+        dense equivalent), ``input_macs``, ``unit_steps``.
+    """
+    return _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zoneout,
+                    zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
+                    dense_gru=False)
+
+
+def gru_forward(x, W, R, bx, br, h0=None, *, training=True, backend="dense", zoneout=0.0,
+                zoneout_mask=None, dropconnect=0.0, dropconnect_mask=None, trace_alpha=None,
+                lengths=None, rng=None):
+    """A plain GRU (every unit emits its state every step) on the same kernels.
+
+    Arguments as :func:`egru_forward`; there are no thresholds and the output
+    equals the state (``y = h``). The default backend is the dense one.
+    """
+    thr = np.zeros(R.shape[0], dtype=getattr(R, "dtype", np.float32))
+    return _forward(x, W, R, bx, br, thr, h0, h0, 0.0, 1.0, training, backend, zoneout,
+                    zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
+                    dense_gru=True)
+
+
+def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
+    """Back-propagate through time for a result of :func:`egru_forward`.
+
+    Parameters
+    ----------
+    result : EGRUResult from a ``training=True`` forward pass.
+    dy : (T, B, H) gradient of the loss with respect to ``result.y`` (or None).
+    dh_last, dy_last : (B, H) gradients with respect to the final state.
+    dtrace : (T, B, H) gradient with respect to ``result.trace``.
+
+    Returns
+    -------
+    dict with keys ``x, W, R, bx, br, thr, h0, y0``: true gradients (no
+    clipping). ``result.stats`` gains ``bwd_macs``, ``bwd_macs_dense``,
+    ``backward_active`` (fraction of unit-steps whose recurrent gradient was
+    computed) and ``backward_sparsity`` (1 - backward_active).
+    For a GRU result, ``h0`` holds the whole gradient of the initial state.
+    """
+    ctx = result._ctx
+    if not ctx.get("training"):
+        raise ValueError("result comes from a forward pass with training=False; "
+                         "run egru_forward(..., training=True) to back-propagate")
+    T, B, H = result.y.shape
+    dtype = result.y.dtype
+    dy = np.zeros((T, B, H), dtype) if dy is None else check.float_array(
+        "dy", dy, (T, B, H), dtype)
+    dh = np.zeros((B, H), dtype) if dh_last is None else check.float_array(
+        "dh_last", dh_last, (B, H), dtype)
+    dyl = np.zeros((B, H), dtype) if dy_last is None else check.float_array(
+        "dy_last", dy_last, (B, H), dtype)
+    if dtrace is not None:
+        if result.trace is None:
+            raise ValueError("dtrace given but the forward pass computed no trace; "
+                             "pass trace_alpha to egru_forward")
+        check.float_array("dtrace", dtrace, (T, B, H), dtype)
+        dy = dy.copy()
+        _backend_module(ctx["backend"]).output_trace_backward(dtrace, ctx["trace_alpha"], dy)
+    grads = _backend_module(ctx["backend"]).backward(ctx, dy, dh.copy(), dyl.copy(),
+                                                     result.stats)
+    if ctx["dense_gru"]:
+        grads["h0"] = grads["h0"] + grads["y0"]
+        grads["y0"] = np.zeros_like(grads["y0"])
+    return grads
+
+
+# --------------------------------------------------------------------------
+
+
+def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zoneout,
+             zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
+             dense_gru):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    x = check.float_array("x", x, (None, None, None))
+    T, B, In = x.shape
+    for name, n in (("x: steps T", T), ("x: batch B", B), ("x: inputs I", In)):
+        if n < 1:
+            raise ValueError(f"{name} must be >= 1, got shape {x.shape}")
+    dt = x.dtype
+    R = check.float_array("R", R, (None, None), dt)
+    H = R.shape[0]
+    if H < 1 or R.shape[1] != 3 * H:
+        raise ValueError(f"R must have shape (H, 3H) with H >= 1, got {R.shape}")
+    W = check.float_array("W", W, (In, 3 * H), dt)
+    bx = check.float_array("bx", bx, (3 * H,), dt)
+    br = check.float_array("br", br, (3 * H,), dt)
+    thr = check.float_array("thr", thr, (H,), dt)
+    h0 = np.zeros((B, H), dt) if h0 is None else check.float_array("h0", h0, (B, H), dt)
+    y0 = np.zeros((B, H), dt) if y0 is None else check.float_array("y0", y0, (B, H), dt)
+    damp = config.DAMP if damp is None else check.positive("damp", damp, allow_zero=True)
+    support = config.SUPPORT if support is None else check.positive("support", support)
+    zoneout = check.probability("zoneout", zoneout)
+    dropconnect = check.probability("dropconnect", dropconnect)
+    lengths = check.lengths_array(lengths, T, B)
+    if trace_alpha is not None:
+        trace_alpha = check.probability("trace_alpha", trace_alpha)
+    rng = np.random.default_rng(rng)
+
+    keep, keep_mode = _zoneout_keep(zoneout, zoneout_mask, training, (T, B, H), dt, rng)
+    rmask = _dropconnect_mask(dropconnect, dropconnect_mask, training, R.shape, dt, rng)
+    ctx = dict(x=x, W=W, R=R, bx=bx, br=br, thr=thr, h0=h0, y0=y0, damp=damp,
+               support=support, training=bool(training), backend=backend, keep=keep,
+               keep_mode=keep_mode, rmask=rmask, Reff=R if rmask is None else R * rmask,
+               lengths=lengths, dense_gru=dense_gru, trace_alpha=trace_alpha)
+    module = _backend_module(backend)
+    out = module.forward(ctx)
+    trace = None
+    if trace_alpha is not None:
+        trace = np.zeros_like(out["y"])
+        module.output_trace(out["y"], trace_alpha, trace)
+    unit_steps = int(lengths.sum()) * H
+    stats = dict(out["stats"], unit_steps=unit_steps,
+                 activity=out["stats"]["events"] / unit_steps,
+                 input_macs=int(lengths.sum()) * In * 3 * H)
+    return EGRUResult(y=out["y"], h=out["h"], c=out["c"], h_last=out["h_last"],
+                      y_last=out["y_last"], trace=trace, stats=stats, _ctx=ctx)
+
+
+def _zoneout_keep(p, mask, training, shape, dtype, rng):
+    """Keep factors for zoneout and the kernel's keep_mode (0 none, 1 array, 2 constant)."""
+    if mask is not None:
+        if not training:
+            raise ValueError("zoneout_mask applies to training only; evaluation uses "
+                             "the expectation (1 - zoneout)")
+        return check.float_array("zoneout_mask", mask, shape, dtype), 1
+    if p == 0:
+        return np.ones((1, 1, 1), dtype), 0
+    if training:
+        return (rng.random(shape) >= p).astype(dtype), 1
+    return np.full((1, 1, 1), 1 - p, dtype), 2
+
+
+def _dropconnect_mask(p, mask, training, shape, dtype, rng):
+    if not training:
+        if mask is not None:
+            raise ValueError("dropconnect_mask applies to training only")
+        return None
+    if mask is not None:
+        return check.float_array("dropconnect_mask", mask, shape, dtype)
+    if p == 0:
+        return None
+    return ((rng.random(shape) >= p) / (1 - p)).astype(dtype)
+
+
+def _backend_module(name):
+    if name in ("cpu", "dense"):
+        from evsim.kernels import cpu_backend
+
+        return cpu_backend
+    if name == "reference":
+        return _ReferenceBackend
+    from evsim.kernels import cuda
+
+    cuda.require()
+    return cuda
+
+
+class _ReferenceBackend:
+    """Adapter from the functional context to :mod:`evsim.kernels.reference`."""
+
+    output_trace = staticmethod(lambda y, a, out: out.__setitem__(
+        slice(None), reference.output_trace(y, a)))
+
+    @staticmethod
+    def output_trace_backward(dtrace, alpha, dy):
+        dy += reference.output_trace_backward(dtrace, alpha)
+
+    @staticmethod
+    def forward(ctx):
+        keep = _dense_keep(ctx)
+        out = reference.forward(ctx["x"], ctx["W"], ctx["R"], ctx["bx"], ctx["br"],
+                                ctx["thr"], ctx["h0"], ctx["y0"], keep=keep,
+                                rmask=ctx["rmask"], lengths=ctx["lengths"],
+                                dense_gru=ctx["dense_gru"])
+        ctx["saved"] = out
+        H = ctx["R"].shape[0]
+        steps = int(ctx["lengths"].sum())
+        events = int(out["c"].sum())
+        out["stats"] = dict(events=events, fwd_macs=steps * H * 3 * H,
+                            fwd_macs_dense=steps * H * 3 * H)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy, dh, dy_last, stats):
+        grads = reference.backward(ctx["x"], ctx["W"], ctx["R"], ctx["thr"], ctx["saved"],
+                                   dy, dh_last=dh, dy_last=dy_last, keep=_dense_keep(ctx),
+                                   rmask=ctx["rmask"], damp=ctx["damp"],
+                                   support=ctx["support"], lengths=ctx["lengths"],
+                                   dense_gru=ctx["dense_gru"])
+        H = ctx["R"].shape[0]
+        steps = int(ctx["lengths"].sum())
+        dense = (2 * steps - len(ctx["lengths"])) * H * 3 * H
+        stats.update(bwd_macs=dense, bwd_macs_dense=dense, backward_active=1.0,
+                     backward_sparsity=0.0)
+        return grads
+
+
+def _dense_keep(ctx):
+    """Zoneout keep factors as a full (T, B, H) array, or None."""
+    mode, keep = ctx["keep_mode"], ctx["keep"]
+    if mode == 0:
+        return None
+    if mode == 1:
+        return keep
+    T, B, _ = ctx["x"].shape
+    return np.full((T, B, ctx["R"].shape[0]), keep[0, 0, 0], keep.dtype)
+
+
+def gru_backward(result, dy, dh_last=None, *, dtrace=None):
+    """BPTT for a result of :func:`gru_forward`; the gradient of the initial
+    state is under ``h0``. See :func:`egru_backward`."""
+    return egru_backward(result, dy, dh_last, dtrace=dtrace)

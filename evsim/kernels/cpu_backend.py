@@ -1,0 +1,92 @@
+"""Adapter from the functional API's context to the Numba CPU kernels.
+
+Allocates every buffer once per call, runs the kernels of :mod:`cpu`, and
+turns the kernels' counters into statistics.
+"""
+
+import numba
+import numpy as np
+
+from evsim import config
+from evsim.kernels import cpu
+from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
+
+_SAVED = ("v", "z", "r", "g", "qg")
+
+
+def forward(ctx):
+    """Run the forward kernel; store what the backward needs in ``ctx``."""
+    x, W, bx = ctx["x"], ctx["W"], ctx["bx"]
+    T, B, _ = x.shape
+    H = ctx["R"].shape[0]
+    dt = x.dtype
+    a = (x.reshape(T * B, -1) @ W + bx).reshape(T, B, 3 * H)  # dense input drive: one GEMM
+    out = {k: np.zeros((T, B, H), dt) for k in ("y", "h", "c")}
+    save = ctx["training"]
+    saved = {k: np.zeros((T, B, H) if save else (1, 1, 1), dt) for k in _SAVED}
+    out["h_last"] = np.empty((B, H), dt)
+    out["y_last"] = np.empty((B, H), dt)
+    ev_idx = np.empty((T + 1, B, H), np.int32)
+    ev_cnt = np.zeros((T + 1, B), np.int32)
+    q = np.zeros((B, 3 * H), dt)
+    counts = np.zeros((B, 3), np.int64)
+    switch = -1.0 if ctx["backend"] == "dense" else config.DENSE_SWITCH_ACTIVITY
+    cpu.egru_forward(a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
+                     ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
+                     out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
+                     out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts,
+                     numba.get_num_threads())
+    ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
+    total = counts.sum(axis=0)
+    out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]),
+                        fwd_macs_dense=int(total[2]))
+    return out
+
+
+def backward(ctx, dy, dh, dy_last, stats):
+    """Run the (sparse or dense) backward kernels; return the gradient dict."""
+    x, W, R, thr = ctx["x"], ctx["W"], ctx["R"], ctx["thr"]
+    T, B, In = x.shape
+    H = R.shape[0]
+    G = 3 * H
+    dt = x.dtype
+    saved = ctx["saved"]
+    da = np.zeros((T, B, G), dt)
+    dq = np.zeros((T, B, G), dt)
+    dthr_b = np.zeros((B, H), dt)
+    counts = np.zeros((B, 2), np.int64)
+    dense = ctx["backend"] == "dense"
+    kernel = cpu.egru_backward_dense if dense else cpu.egru_backward
+    kernel(ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"],
+           ctx["damp"], ctx["support"], ctx["c"], saved["v"], saved["z"], saved["r"],
+           saved["g"], saved["qg"], ctx["h0"], ctx["h"], dy, dh, dy_last, da, dq, dthr_b,
+           counts, numba.get_num_threads())
+    lengths = ctx["lengths"]
+    if dense:
+        yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]]).reshape(T * B, H)
+        dR = yprev.T @ dq.reshape(T * B, G)
+        dR_macs = int(lengths.sum()) * H * G
+    else:
+        dR = np.empty_like(R)
+        dR_macs = cpu.accumulate_dR(ctx["ev_idx"], ctx["ev_cnt"], ctx["y0"], ctx["y"], dq,
+                                    lengths, dR)
+    if ctx["rmask"] is not None:
+        dR *= ctx["rmask"]
+    da2 = da.reshape(T * B, G)
+    total = counts.sum(axis=0)
+    active = int(total[0])
+    dense_rows = int(total[1])
+    stats.update(bwd_macs=active * G + dR_macs,
+                 bwd_macs_dense=dense_rows * G + int(lengths.sum()) * H * G,
+                 backward_active=active / max(dense_rows, 1),
+                 backward_sparsity=1.0 - active / max(dense_rows, 1))
+    return {
+        "x": (da2 @ W.T).reshape(T, B, In),
+        "W": x.reshape(T * B, In).T @ da2,
+        "R": dR,
+        "bx": da2.sum(axis=0),
+        "br": dq.reshape(T * B, G).sum(axis=0),
+        "thr": dthr_b.sum(axis=0),
+        "h0": dh,
+        "y0": dy_last,
+    }
