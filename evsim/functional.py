@@ -121,6 +121,22 @@ def gru_forward(x, W, R, bx, br, h0=None, *, training=True, backend="dense", zon
                     dense_gru=True)
 
 
+def egru_forward_drive(drive, R, br, thr, h0=None, y0=None, *, damp=None, support=None,
+                       training=True, backend="cpu", zoneout=0.0, zoneout_mask=None,
+                       dropconnect=0.0, dropconnect_mask=None, trace_alpha=None,
+                       lengths=None, rng=None, gru=False):
+    """Like :func:`egru_forward`, but given the input drive ``drive`` (T, B, 3H)
+    = sum of all input projections plus ``bx``, as a network computes it.
+    :func:`egru_backward` then returns its gradient under ``"drive"``, and no
+    ``x``, ``W`` or ``bx``. With ``gru=True`` the cell is a plain GRU."""
+    if gru:
+        thr = np.zeros(R.shape[0], dtype=getattr(R, "dtype", np.float32))
+        y0, damp, support = h0, 0.0, 1.0
+    return _forward(None, None, R, None, br, thr, h0, y0, damp, support, training, backend,
+                    zoneout, zoneout_mask, dropconnect, dropconnect_mask, trace_alpha,
+                    lengths, rng, dense_gru=gru, a=drive)
+
+
 def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
     """Back-propagate through time for a result of :func:`egru_forward`.
 
@@ -133,8 +149,8 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
 
     Returns
     -------
-    dict with keys ``x, W, R, bx, br, thr, h0, y0``: true gradients (no
-    clipping). ``result.stats`` gains ``bwd_macs``, ``bwd_macs_dense``,
+    dict with keys ``x, W, R, bx, br, thr, h0, y0`` and ``drive`` (dL/d of
+    the input drive x W + bx): true gradients (no clipping). ``result.stats`` gains ``bwd_macs``, ``bwd_macs_dense``,
     ``backward_active`` (fraction of unit-steps whose recurrent gradient was
     computed) and ``backward_sparsity`` (1 - backward_active).
     For a GRU result, ``h0`` holds the whole gradient of the initial state.
@@ -160,6 +176,9 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
         _backend_module(ctx["backend"]).output_trace_backward(dtrace, ctx["trace_alpha"], dy)
     grads = _backend_module(ctx["backend"]).backward(ctx, dy, dh.copy(), dyl.copy(),
                                                      result.stats)
+    grads = {k: grads[k] for k in ("drive", "R", "br", "thr", "h0", "y0")}
+    if ctx["x"] is not None:
+        grads.update(_input_drive_backward(ctx["x"], ctx["W"], grads["drive"]))
     if ctx["dense_gru"]:
         grads["h0"] = grads["h0"] + grads["y0"]
         grads["y0"] = np.zeros_like(grads["y0"])
@@ -171,21 +190,27 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
 
 def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zoneout,
              zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
-             dense_gru):
+             dense_gru, a=None):
+    """Validate, draw masks, run the backend. Either (x, W, bx) or the input
+    drive ``a`` = x W + bx (T, B, 3H) is given."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    x = check.float_array("x", x, (None, None, None))
-    T, B, In = x.shape
-    for name, n in (("x: steps T", T), ("x: batch B", B), ("x: inputs I", In)):
+    first = "x" if a is None else "drive"
+    lead = check.float_array(first, x if a is None else a, (None, None, None))
+    T, B, In = lead.shape
+    for name, n in (("steps T", T), ("batch B", B), ("inputs I", In)):
         if n < 1:
-            raise ValueError(f"{name} must be >= 1, got shape {x.shape}")
-    dt = x.dtype
+            raise ValueError(f"{first}: {name} must be >= 1, got shape {lead.shape}")
+    dt = lead.dtype
     R = check.float_array("R", R, (None, None), dt)
     H = R.shape[0]
     if H < 1 or R.shape[1] != 3 * H:
         raise ValueError(f"R must have shape (H, 3H) with H >= 1, got {R.shape}")
-    W = check.float_array("W", W, (In, 3 * H), dt)
-    bx = check.float_array("bx", bx, (3 * H,), dt)
+    if a is None:
+        W = check.float_array("W", W, (In, 3 * H), dt)
+        bx = check.float_array("bx", bx, (3 * H,), dt)
+    elif In != 3 * H:
+        raise ValueError(f"drive must have shape (T, B, 3H) = (T, B, {3 * H}), got {a.shape}")
     br = check.float_array("br", br, (3 * H,), dt)
     thr = check.float_array("thr", thr, (H,), dt)
     h0 = np.zeros((B, H), dt) if h0 is None else check.float_array("h0", h0, (B, H), dt)
@@ -201,7 +226,8 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
 
     keep, keep_mode = _zoneout_keep(zoneout, zoneout_mask, training, (T, B, H), dt, rng)
     rmask = _dropconnect_mask(dropconnect, dropconnect_mask, training, R.shape, dt, rng)
-    ctx = dict(x=x, W=W, R=R, bx=bx, br=br, thr=thr, h0=h0, y0=y0, damp=damp,
+    a = _input_drive(x, W, bx) if a is None else a
+    ctx = dict(x=x, W=W, bx=bx, a=a, R=R, br=br, thr=thr, h0=h0, y0=y0, damp=damp,
                support=support, training=bool(training), backend=backend, keep=keep,
                keep_mode=keep_mode, rmask=rmask, Reff=R if rmask is None else R * rmask,
                lengths=lengths, dense_gru=dense_gru, trace_alpha=trace_alpha)
@@ -214,9 +240,23 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
     unit_steps = int(lengths.sum()) * H
     stats = dict(out["stats"], unit_steps=unit_steps,
                  activity=out["stats"]["events"] / unit_steps,
-                 input_macs=int(lengths.sum()) * In * 3 * H)
+                 input_macs=int(lengths.sum()) * In * 3 * H if x is not None else 0)
     return EGRUResult(y=out["y"], h=out["h"], c=out["c"], h_last=out["h_last"],
                       y_last=out["y_last"], trace=trace, stats=stats, _ctx=ctx)
+
+
+def _input_drive(x, W, bx):
+    """a = x W + bx for all steps at once: one dense GEMM (T, B, 3H)."""
+    T, B, In = x.shape
+    return (x.reshape(T * B, In) @ W + bx).reshape(T, B, W.shape[1])
+
+
+def _input_drive_backward(x, W, drive_grad):
+    """Gradients of x, W and bx from the gradient of the input drive."""
+    T, B, In = x.shape
+    da = drive_grad.reshape(T * B, -1)
+    return {"x": (da @ W.T).reshape(T, B, In), "W": x.reshape(T * B, In).T @ da,
+            "bx": da.sum(axis=0)}
 
 
 def _zoneout_keep(p, mask, training, shape, dtype, rng):
@@ -271,7 +311,8 @@ class _ReferenceBackend:
     @staticmethod
     def forward(ctx):
         keep = _dense_keep(ctx)
-        out = reference.forward(ctx["x"], ctx["W"], ctx["R"], ctx["bx"], ctx["br"],
+        x, W, bx = _reference_inputs(ctx)
+        out = reference.forward(x, W, ctx["R"], bx, ctx["br"],
                                 ctx["thr"], ctx["h0"], ctx["y0"], keep=keep,
                                 rmask=ctx["rmask"], lengths=ctx["lengths"],
                                 dense_gru=ctx["dense_gru"])
@@ -285,7 +326,8 @@ class _ReferenceBackend:
 
     @staticmethod
     def backward(ctx, dy, dh, dy_last, stats):
-        grads = reference.backward(ctx["x"], ctx["W"], ctx["R"], ctx["thr"], ctx["saved"],
+        x, W, _ = _reference_inputs(ctx)
+        grads = reference.backward(x, W, ctx["R"], ctx["thr"], ctx["saved"],
                                    dy, dh_last=dh, dy_last=dy_last, keep=_dense_keep(ctx),
                                    rmask=ctx["rmask"], damp=ctx["damp"],
                                    support=ctx["support"], lengths=ctx["lengths"],
@@ -298,6 +340,14 @@ class _ReferenceBackend:
         return grads
 
 
+def _reference_inputs(ctx):
+    """(x, W, bx) for the reference; a given drive is fed through an identity W."""
+    if ctx["x"] is not None:
+        return ctx["x"], ctx["W"], ctx["bx"]
+    G = ctx["a"].shape[2]
+    return ctx["a"], np.eye(G, dtype=ctx["a"].dtype), np.zeros(G, ctx["a"].dtype)
+
+
 def _dense_keep(ctx):
     """Zoneout keep factors as a full (T, B, H) array, or None."""
     mode, keep = ctx["keep_mode"], ctx["keep"]
@@ -305,7 +355,7 @@ def _dense_keep(ctx):
         return None
     if mode == 1:
         return keep
-    T, B, _ = ctx["x"].shape
+    T, B, _ = ctx["a"].shape
     return np.full((T, B, ctx["R"].shape[0]), keep[0, 0, 0], keep.dtype)
 
 

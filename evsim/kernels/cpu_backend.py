@@ -16,11 +16,10 @@ _SAVED = ("v", "z", "r", "g", "qg")
 
 def forward(ctx):
     """Run the forward kernel; store what the backward needs in ``ctx``."""
-    x, W, bx = ctx["x"], ctx["W"], ctx["bx"]
-    T, B, _ = x.shape
+    a = ctx["a"]
+    T, B, _ = a.shape
     H = ctx["R"].shape[0]
-    dt = x.dtype
-    a = (x.reshape(T * B, -1) @ W + bx).reshape(T, B, 3 * H)  # dense input drive: one GEMM
+    dt = a.dtype
     out = {k: np.zeros((T, B, H), dt) for k in ("y", "h", "c")}
     save = ctx["training"]
     saved = {k: np.zeros((T, B, H) if save else (1, 1, 1), dt) for k in _SAVED}
@@ -44,12 +43,12 @@ def forward(ctx):
 
 
 def backward(ctx, dy, dh, dy_last, stats):
-    """Run the (sparse or dense) backward kernels; return the gradient dict."""
-    x, W, R, thr = ctx["x"], ctx["W"], ctx["R"], ctx["thr"]
-    T, B, In = x.shape
+    """Run the (sparse or dense) backward kernels; return the gradient dict
+    (``drive``: dL/da of the input drive, ``R, br, thr, h0, y0``)."""
+    R, thr = ctx["R"], ctx["thr"]
+    T, B, G = ctx["a"].shape
     H = R.shape[0]
-    G = 3 * H
-    dt = x.dtype
+    dt = R.dtype
     saved = ctx["saved"]
     da = np.zeros((T, B, G), dt)
     dq = np.zeros((T, B, G), dt)
@@ -72,7 +71,6 @@ def backward(ctx, dy, dh, dy_last, stats):
                                     lengths, dR)
     if ctx["rmask"] is not None:
         dR *= ctx["rmask"]
-    da2 = da.reshape(T * B, G)
     total = counts.sum(axis=0)
     active = int(total[0])
     dense_rows = int(total[1])
@@ -81,10 +79,8 @@ def backward(ctx, dy, dh, dy_last, stats):
                  backward_active=active / max(dense_rows, 1),
                  backward_sparsity=1.0 - active / max(dense_rows, 1))
     return {
-        "x": (da2 @ W.T).reshape(T, B, In),
-        "W": x.reshape(T * B, In).T @ da2,
+        "drive": da,
         "R": dR,
-        "bx": da2.sum(axis=0),
         "br": dq.reshape(T * B, G).sum(axis=0),
         "thr": dthr_b.sum(axis=0),
         "h0": dh,

@@ -151,4 +151,5 @@ def backward(x, W, R, thr, saved, dy, dh_last=None, dy_last=None, keep=None, rma
         "thr": dthr,
         "h0": dh,
         "y0": dy_next,
+        "drive": da_all,
     }
