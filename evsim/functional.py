@@ -115,7 +115,8 @@ def gru_forward(x, W, R, bx, br, h0=None, *, training=True, backend="dense", zon
     Arguments as :func:`egru_forward`; there are no thresholds and the output
     equals the state (``y = h``). The default backend is the dense one.
     """
-    thr = np.zeros(R.shape[0], dtype=getattr(R, "dtype", np.float32))
+    R = check.float_array("R", R, (None, None))
+    thr = np.zeros(R.shape[0], dtype=R.dtype)
     return _forward(x, W, R, bx, br, thr, h0, h0, 0.0, 1.0, training, backend, zoneout,
                     zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
                     dense_gru=True)
@@ -130,7 +131,8 @@ def egru_forward_drive(drive, R, br, thr, h0=None, y0=None, *, damp=None, suppor
     :func:`egru_backward` then returns its gradient under ``"drive"``, and no
     ``x``, ``W`` or ``bx``. With ``gru=True`` the cell is a plain GRU."""
     if gru:
-        thr = np.zeros(R.shape[0], dtype=getattr(R, "dtype", np.float32))
+        R = check.float_array("R", R, (None, None))
+        thr = np.zeros(R.shape[0], dtype=R.dtype)
         y0, damp, support = h0, 0.0, 1.0
     return _forward(None, None, R, None, br, thr, h0, y0, damp, support, training, backend,
                     zoneout, zoneout_mask, dropconnect, dropconnect_mask, trace_alpha,
@@ -150,11 +152,15 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
     Returns
     -------
     dict with keys ``x, W, R, bx, br, thr, h0, y0`` and ``drive`` (dL/d of
-    the input drive x W + bx): true gradients (no clipping). ``result.stats`` gains ``bwd_macs``, ``bwd_macs_dense``,
+    the input drive x W + bx): true gradients (no clipping). ``result.stats``
+    gains ``bwd_macs``, ``bwd_macs_dense``,
     ``backward_active`` (fraction of unit-steps whose recurrent gradient was
     computed) and ``backward_sparsity`` (1 - backward_active).
     For a GRU result, ``h0`` holds the whole gradient of the initial state.
     """
+    if not isinstance(result, EGRUResult):
+        raise TypeError(f"result must be the EGRUResult of a forward pass, got "
+                        f"{type(result).__name__}")
     ctx = result._ctx
     if not ctx.get("training"):
         raise ValueError("result comes from a forward pass with training=False; "

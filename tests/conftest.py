@@ -17,10 +17,6 @@ from evsim.kernels import reference
 PARAM_KEYS = ("x", "W", "R", "bx", "br", "thr", "h0", "y0")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
@@ -79,7 +75,7 @@ class Problem:
         return gru_forward(self.x, self.W, self.R, self.bx, self.br, self.h0, **kw)
 
 
-def make_problem(T=5, B=3, I=4, H=7, dtype=np.float64, seed=0, activity="mixed",
+def make_problem(T=5, B=3, I=4, H=7, dtype=np.float64, seed=0, activity="mixed",  # noqa: E741
                  state=True, scale=1.0):
     """A random EGRU problem whose membrane values v spread over (-1, 1).
 
@@ -155,14 +151,25 @@ def with_margin(p, margin, seed=0, max_rounds=None, **kw):
     T, B, _, H = p.shape
     big = 1.0 + margin + (0.0 if p.h0 is None else float(np.abs(p.h0).max()))
     thr = p.thr.copy()
-    for _ in range(max_rounds or H + 1):
+    rounds = max_rounds or 2 * H + 2
+    for k in range(rounds):
         q = p.replace(thr=thr)
-        m = threshold_margin(q, **kw)
-        bad = m < margin
+        v, _ = reference_v(q, **kw)
+        bad = np.nanmin(np.abs(v - thr), axis=(0, 1)) < margin
         if not bad.any():
             return q
         thr = thr.copy()
-        thr[bad] = np.where(rng.random(int(bad.sum())) < 0.5, big, -big).astype(thr.dtype)
+        for j in np.flatnonzero(bad):
+            # First rounds: move thr into the widest gap between this unit's
+            # v values if it is wide enough (the unit then fires on some steps
+            # only); later rounds: an extreme threshold, which always works.
+            vals = np.sort(v[..., j][np.isfinite(v[..., j])])
+            gaps = np.diff(vals)
+            if k < H and gaps.size and gaps.max() > 2 * margin + 0.02:
+                i = int(np.argmax(gaps))
+                thr[j] = (vals[i] + vals[i + 1]) / 2
+            else:
+                thr[j] = big if rng.random() < 0.5 else -big
     raise AssertionError(f"could not keep a margin {margin} from the thresholds")
 
 
@@ -256,3 +263,103 @@ def assert_grads_equal(grads, ref, tol):
     for k in GRAD_KEYS:
         assert grads[k].dtype == ref[k].dtype, k
         assert_close(grads[k], ref[k], tol, f"grad {k}")
+
+
+# --------------------------------------------------------------------------
+# Gradient checks through any backend
+
+
+def _run(params, kw, backend, gru):
+    kwargs = dict(kw, backend=backend)
+    if gru:
+        return gru_forward(params["x"], params["W"], params["R"], params["bx"], params["br"],
+                           params["h0"], **kwargs)
+    return egru_forward(*(params[k] for k in PARAM_KEYS), **kwargs)
+
+
+def fd_check(p, kw, backend, rng, gru=False, seed=0, rtol=1e-6):
+    """True finite differences of a random linear loss of (y, h_last, y_last,
+    trace) against the backend's backward, for every parameter. The caller
+    keeps |v - thr| outside the surrogate band (see :func:`with_margin`), so
+    that the surrogate terms vanish and no event flips. Returns (result, grads)."""
+    params = p.params()
+    res = _run(params, kw, backend, gru)
+    cot = cotangents(res, rng, trace="trace_alpha" in kw)
+    if gru:
+        del cot["dy_last"]
+    grads = backward(res, cot, gru=gru)
+    keys = ("x", "W", "R", "bx", "br", "h0") if gru else PARAM_KEYS
+    check_vjp(lambda q: loss_of(_run(q, kw, backend, gru), cot), params, grads, keys=keys,
+              seed=seed, rtol=rtol)
+    return res, grads
+
+
+def surrogate_integral(u, damp, support):
+    """F(u) with F' = damp * max(0, 1 - support |u|) and F(0) = 0."""
+    a = np.minimum(np.abs(u), 1.0 / support)
+    return np.sign(u) * damp * (a - support * a * a / 2)
+
+
+def straight_through_forward(params, base, damp, support, keep=None, rmask=None,
+                             lengths=None, trace_alpha=None):
+    """The EGRU forward written out again in NumPy, with the event flag replaced
+    by ``c = c0 + F(v - thr) - F(v0 - thr0)`` (c0, v0, thr0 from ``base``, frozen).
+
+    At the base point this is the EGRU forward; it is smooth, and its exact
+    derivative there is the surrogate gradient. Returns (y, h_last, y_last, trace).
+    """
+    x, W, R, bx, br, thr, h, y = (params[k] for k in PARAM_KEYS)
+    T, B, _ = x.shape
+    H = R.shape[0]
+    R = R if rmask is None else R * rmask
+    lengths = np.full(B, T) if lengths is None else lengths
+    ys = np.zeros((T, B, H))
+    for t in range(T):
+        a = x[t] @ W + bx
+        q = y @ R + br
+        z = 1 / (1 + np.exp(-(a[:, :H] + q[:, :H])))
+        r = 1 / (1 + np.exp(-(a[:, H:2 * H] + q[:, H:2 * H])))
+        g = np.tanh(a[:, 2 * H:] + r * q[:, 2 * H:])
+        v = z * h + (1 - z) * g
+        if keep is not None:
+            v = keep[t] * v + (1 - keep[t]) * h
+        c = (base["c"][t] + surrogate_integral(v - thr, damp, support)
+             - surrogate_integral(base["v"][t] - base["thr"], damp, support))
+        alive = (t < lengths)[:, None]
+        ys[t] = np.where(alive, c * v, 0)
+        h = np.where(alive, v - c * thr, h)
+        y = np.where(alive, c * v, y)
+    tr = None if trace_alpha is None else reference.output_trace(ys, trace_alpha)
+    return ys, h, y, tr
+
+
+def straight_through_check(p, kw, backend, rng, seed=3):
+    """Finite differences of :func:`straight_through_forward` against the
+    backend's backward: checks the surrogate terms, thresholds anywhere.
+    ``kw`` must give damp and support; masks as explicit arrays."""
+    params = p.params()
+    res = _run(params, kw, backend, False)
+    assert 0 < res.c.mean() < 1, "want both firing and silent unit-steps"
+    cot = cotangents(res, rng, trace="trace_alpha" in kw)
+    grads = backward(res, cot)
+    masks = dict(keep=kw.get("zoneout_mask"), rmask=kw.get("dropconnect_mask"),
+                 lengths=kw.get("lengths"))
+    v0, _ = reference_v(p, **masks)
+    base = dict(c=res.c, v=np.nan_to_num(v0), thr=p.thr.copy())
+    st_kw = dict(damp=kw["damp"], support=kw["support"], trace_alpha=kw.get("trace_alpha"),
+                 **masks)
+
+    def loss(q):
+        ys, h_last, y_last, tr = straight_through_forward(q, base, **st_kw)
+        total = np.sum(cot["dy"] * ys) + np.sum(cot["dh_last"] * h_last)
+        total += np.sum(cot["dy_last"] * y_last)
+        if tr is not None:
+            total += np.sum(cot["dtrace"] * tr)
+        return float(total)
+
+    # At the base point the straight-through forward is the EGRU forward.
+    ys, h_last, _, _ = straight_through_forward(params, base, **st_kw)
+    np.testing.assert_allclose(ys, res.y, atol=1e-12)
+    np.testing.assert_allclose(h_last, res.h_last, atol=1e-12)
+    check_vjp(loss, params, grads, seed=seed, rtol=1e-5, atol=1e-8)
+    return res, grads

@@ -1,0 +1,837 @@
+"""numba.cuda kernels for the EGRU and for event-driven projections.
+
+The same backend contract as :mod:`evsim.kernels.cpu_backend` (``forward``,
+``backward``, ``output_trace``, ``output_trace_backward``), on the GPU. The cell
+maths is the one of :mod:`evsim.kernels._cell`, compiled here as CUDA device
+functions: no formula is repeated in this file.
+
+Importing this module never fails, with or without a GPU; :func:`require`
+raises a ``RuntimeError`` that says what is missing (the ``numba-cuda``
+package, a driver, a GPU). Under ``NUMBA_ENABLE_CUDASIM=1`` the kernels run in
+Numba's CUDA simulator (tests on tiny sizes).
+
+Organisation (T steps, B samples, H units, G = 3H):
+
+Forward, one launch per step (:func:`forward_device`):
+
+* ``fwd_step`` -- a block owns a tile of U units of one sample and all three
+  gate columns of each. Its threads form U lanes x S slices: slice s adds the
+  weight rows of events s, s + S, ... of the previous step (coalesced reads of
+  ``R[i, j0:j0 + U]``), the slices are summed in shared memory in a fixed
+  order, and lane threads run the fused pointwise update. The last block to
+  finish a sample (a counter with a memory fence) compacts the sample's
+  outputs into the ordered event list of the next step, so the next launch
+  reads only the rows of fired units. Deterministic: no float atomics.
+
+Backward (sparse BPTT), one launch per step (:func:`backward_device`):
+
+* ``bwd_step`` -- a group of L lanes owns one (sample, unit) row. For step t
+  it first computes ``dL/dy_t[i] = dq_{t+1} . R[i, :]`` only when unit i is
+  backward-active at t (fired or inside the surrogate band; skipped rows
+  cost nothing), reduces the lanes in shared memory, then lane 0 runs the
+  pointwise backward of step t. A final launch (t = -1) gives ``dL/dy0``.
+* bias and threshold gradients: per-(sample, unit) accumulators owned by one
+  thread, then column sums by one thread per column (no atomics on floats).
+* ``dR = sum_t y_{t-1}^T dq_t`` over events only: a unit-major list of the
+  events of each unit (count, scan, fill: deterministic order), then one
+  thread per weight column and row sums over that unit's events.
+
+Projections (for the network; all device arrays, all time-major):
+
+* :func:`compact_events` ``(y) -> (ev_idx, ev_cnt)`` -- ordered event lists.
+* :func:`propagate_events` ``(ev_idx, ev_cnt, y, W, out)`` --
+  ``out[t, b, :] += sum_e y[t, b, i_e] W[i_e, :]`` over the events only.
+* :func:`event_weight_grad` ``(y, dout) -> dW`` -- ``dW = sum_t y_t^T dout_t``
+  over the events of y only.
+
+Tunables: ``config.THREADS_PER_BLOCK`` (a power of two, read at every launch,
+so tests can patch it small) and :data:`MAX_BLOCKS` (grid size cap; all
+kernels use grid-stride loops).
+"""
+
+import functools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+from evsim import config
+
+try:  # importing numba's CUDA target must never make this module fail
+    from numba import cuda
+except Exception as _exc:  # pragma: no cover - depends on the installation
+    cuda = None
+    _CUDA_IMPORT_ERROR = _exc
+else:
+    _CUDA_IMPORT_ERROR = None
+
+# Largest grid of any launch; every kernel loops (grid-stride) over what is
+# left. Read at launch time: tests patch it small so that the loops run.
+MAX_BLOCKS = 65535
+
+_SAVED = ("v", "z", "r", "g", "qg")
+
+
+# --------------------------------------------------------------------------
+# Availability
+
+
+def _cuda():
+    exc = _CUDA_IMPORT_ERROR
+    if cuda is None:
+        raise RuntimeError(
+            "backend 'cuda' needs numba's CUDA target, which failed to import "
+            f"({type(exc).__name__}: {exc}). Install it with `pip install evsim[cuda]` "
+            "(the numba-cuda package), or use backend='cpu'.") from exc
+    return cuda
+
+
+def simulator():
+    """True when numba runs CUDA kernels in its simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    from numba.core import config as nconfig
+
+    return bool(nconfig.ENABLE_CUDASIM)
+
+
+def available():
+    """True when the CUDA kernels can run (a usable GPU, or the simulator)."""
+    try:
+        require()
+    except RuntimeError:
+        return False
+    return True
+
+
+def require():
+    """Raise a ``RuntimeError`` naming what is missing unless the kernels can run."""
+    _cuda()
+    if simulator():
+        return
+    try:
+        ok = cuda.is_available()
+    except Exception:  # pragma: no cover - driver-dependent
+        ok = False
+    if ok:
+        return
+    reason = "no CUDA GPU was found"
+    try:
+        cuda.list_devices()
+    except Exception as exc:  # the driver's own words: library missing, no device, ...
+        text = " ".join(str(exc).split())
+        if "driver" in text.lower() and ("cannot be found" in text or "not found" in text):
+            reason = "the NVIDIA CUDA driver library was not found"
+        reason = f"{reason} ({type(exc).__name__}: {text})"
+    raise RuntimeError(
+        f"backend 'cuda' is not usable on this machine: {reason}. It needs an NVIDIA "
+        "GPU with its driver and the numba-cuda package (`pip install evsim[cuda]`); "
+        "use backend='cpu' otherwise.")
+
+
+# --------------------------------------------------------------------------
+# Launch geometry
+
+
+def _tpb():
+    tpb = int(config.THREADS_PER_BLOCK)
+    if tpb < 1 or tpb > 1024 or tpb & (tpb - 1):
+        raise ValueError("config.THREADS_PER_BLOCK must be a power of two in [1, 1024], "
+                         f"got {config.THREADS_PER_BLOCK}")
+    return tpb
+
+
+def _blocks(n):
+    return int(max(1, min(n, int(MAX_BLOCKS))))
+
+
+def _fwd_lanes(tpb):
+    """Forward tile: U unit lanes x S event slices = tpb threads."""
+    U = max(1, min(32, tpb // 8))
+    return U, tpb // U
+
+
+def _bwd_lanes(tpb):
+    """Backward: L lanes per (sample, unit) row, P rows per block."""
+    L = max(1, min(32, tpb // 4))
+    return L, tpb // L
+
+
+# --------------------------------------------------------------------------
+# Kernels, compiled per dtype and feature flags (flags are compile-time
+# constants: the unused branches are not in the compiled variant).
+
+
+@functools.lru_cache(maxsize=1)
+def _cell_device():
+    from evsim.kernels import _cell
+
+    _cuda()
+    return _cell.build(cuda.jit(device=True, inline=True), math.exp)
+
+
+@functools.lru_cache(maxsize=None)
+def _common(dtype):
+    """Kernels that depend only on the float dtype."""
+    import numba
+
+    _cuda()
+    FT = numba.from_dtype(np.dtype(dtype))
+    i32 = numba.int32
+    ZERO = np.dtype(dtype).type(0)
+
+    @cuda.jit(device=True)
+    def block_scan(shi, base, tid, tpb):
+        """Inclusive prefix sum of shi[base:base + tpb] in place; all threads call."""
+        off = 1
+        while off < tpb:
+            val = shi[base + tid]
+            if tid >= off:
+                val += shi[base + tid - off]
+            cuda.syncthreads()
+            shi[base + tid] = val
+            cuda.syncthreads()
+            off *= 2
+
+    @cuda.jit(device=True)
+    def block_compact(src, t, b, n, out, slot, shi, base, tid, tpb):
+        """Ordered list of j with src[t, b, j] != 0 into out[slot, b, :]; returns
+        the count (same value in every thread). All threads of the block call."""
+        per = (n + tpb - 1) // tpb
+        lo = tid * per
+        hi = min(n, lo + per)
+        cnt = 0
+        for j in range(lo, hi):
+            if src[t, b, j] != 0:
+                cnt += 1
+        shi[base + tid] = cnt
+        cuda.syncthreads()
+        block_scan(shi, base, tid, tpb)
+        pos = shi[base + tid] - cnt
+        for j in range(lo, hi):
+            if src[t, b, j] != 0:
+                out[slot, b, pos] = j
+                pos += 1
+        total = shi[base + tpb - 1]
+        cuda.syncthreads()
+        return total
+
+    @cuda.jit
+    def fill(arr, value):
+        """arr (N,) out: every entry set to value."""
+        for k in range(cuda.grid(1), arr.shape[0], cuda.gridsize(1)):
+            arr[k] = value
+
+    @cuda.jit
+    def column_sums(src, out):
+        """out[k] = sum_s src[s, k] in order of s; src (S, K) in, out (K,) out."""
+        for k in range(cuda.grid(1), src.shape[1], cuda.gridsize(1)):
+            acc = ZERO
+            for s in range(src.shape[0]):
+                acc += src[s, k]
+            out[k] = acc
+
+    @cuda.jit
+    def last_state(h0, y0, h, y, lengths, h_last, y_last):
+        """h_last, y_last (B, H) out: state after each sample's last step."""
+        T, B, H = h.shape
+        for w in range(cuda.grid(1), B * H, cuda.gridsize(1)):
+            b = w // H
+            j = w % H
+            L = lengths[b]
+            if L == 0:
+                h_last[b, j] = h0[b, j]
+                y_last[b, j] = y0[b, j]
+            else:
+                h_last[b, j] = h[L - 1, b, j]
+                y_last[b, j] = y[L - 1, b, j]
+
+    @cuda.jit
+    def compact(src, out, cnt, slot0, ioff):
+        """Event lists of src (T, B, N) in: out[slot0 + t, b, :cnt[slot0 + t, b]]
+        (int32 out) are the j with src[t, b, j] != 0, in increasing order.
+        One block per (t, b) row (grid-stride). Shared memory: ioff + tpb int32."""
+        T, B, N = src.shape
+        tid = cuda.threadIdx.x
+        tpb = cuda.blockDim.x
+        shi = cuda.shared.array(0, i32)
+        for w in range(cuda.blockIdx.x, T * B, cuda.gridDim.x):
+            t = w // B
+            b = w % B
+            n = block_compact(src, t, b, N, out, slot0 + t, shi, ioff, tid, tpb)
+            if tid == 0:
+                cnt[slot0 + t, b] = n
+
+    @cuda.jit
+    def propagate(ev_idx, ev_cnt, slot0, y, W, out):
+        """out[t, b, k] += sum_e y[t, b, i_e] W[i_e, k] over the events
+        i_e = ev_idx[slot0 + t, b, e], e < ev_cnt[slot0 + t, b].
+        y (T, B, N) in, W (N, K) in, out (T, B, K) io. Thread per (t, b, k)."""
+        T, B, K = out.shape
+        for w in range(cuda.grid(1), T * B * K, cuda.gridsize(1)):
+            k = w % K
+            tb = w // K
+            t = tb // B
+            b = tb % B
+            acc = ZERO
+            for e in range(ev_cnt[slot0 + t, b]):
+                i = ev_idx[slot0 + t, b, e]
+                acc += y[t, b, i] * W[i, k]
+            out[t, b, k] += acc
+
+    @cuda.jit(device=True)
+    def source(y0, y, lengths, shift, t, b, i):
+        """Value of unit i that feeds step t of sample b (0 past its end)."""
+        if t >= lengths[b]:
+            return ZERO
+        if shift:
+            return y0[b, i] if t == 0 else y[t - 1, b, i]
+        return y[t, b, i]
+
+    @cuda.jit
+    def unit_count(y0, y, lengths, shift, cnt):
+        """cnt[i] (int32 out): non-zero source values of unit i over all (t, b)."""
+        T, B, N = y.shape
+        for i in range(cuda.grid(1), N, cuda.gridsize(1)):
+            n = 0
+            for s in range(T * B):
+                if source(y0, y, lengths, shift, s // B, s % B, i) != 0:
+                    n += 1
+            cnt[i] = n
+
+    @cuda.jit
+    def exclusive_scan(cnt, off, ioff):
+        """off[0] = 0, off[i + 1] = cnt[0] + ... + cnt[i]; one block (int32)."""
+        tid = cuda.threadIdx.x
+        tpb = cuda.blockDim.x
+        shi = cuda.shared.array(0, i32)
+        if cuda.blockIdx.x != 0:
+            return
+        N = cnt.shape[0]
+        per = (N + tpb - 1) // tpb
+        lo = tid * per
+        hi = min(N, lo + per)
+        part = 0
+        for i in range(lo, hi):
+            part += cnt[i]
+        shi[ioff + tid] = part
+        cuda.syncthreads()
+        block_scan(shi, ioff, tid, tpb)
+        acc = shi[ioff + tid] - part
+        if tid == 0:
+            off[0] = 0
+        for i in range(lo, hi):
+            acc += cnt[i]
+            off[i + 1] = acc
+
+    @cuda.jit
+    def unit_fill(y0, y, lengths, shift, off, ev_s, ev_v):
+        """Unit-major event list: ev_s[off[i]:off[i + 1]] (int32 out) are the
+        rows s = t * B + b where unit i fed a non-zero value, in increasing s,
+        ev_v the values."""
+        T, B, N = y.shape
+        for i in range(cuda.grid(1), N, cuda.gridsize(1)):
+            pos = off[i]
+            for s in range(T * B):
+                val = source(y0, y, lengths, shift, s // B, s % B, i)
+                if val != 0:
+                    ev_s[pos] = s
+                    ev_v[pos] = val
+                    pos += 1
+
+    @cuda.jit
+    def outer_events(off, ev_s, ev_v, dout, dW):
+        """dW[i, k] = sum_e ev_v[e] dout[ev_s[e], k] over unit i's events.
+        dout (S, K) in, dW (N, K) out. Thread per (i, k): rows independent."""
+        N, K = dW.shape
+        for w in range(cuda.grid(1), N * K, cuda.gridsize(1)):
+            i = w // K
+            k = w % K
+            acc = ZERO
+            for e in range(off[i], off[i + 1]):
+                acc += ev_v[e] * dout[ev_s[e], k]
+            dW[i, k] = acc
+
+    @cuda.jit
+    def scale(dW, mask):
+        """dW *= mask elementwise (2-D)."""
+        N, K = dW.shape
+        for w in range(cuda.grid(1), N * K, cuda.gridsize(1)):
+            dW[w // K, w % K] *= mask[w // K, w % K]
+
+    @cuda.jit
+    def trace_fwd(y, alpha, trace):
+        """trace_t = alpha trace_{t-1} + (1 - alpha) y_t; (T, B, H) in / out."""
+        T, B, H = y.shape
+        for w in range(cuda.grid(1), B * H, cuda.gridsize(1)):
+            b = w // H
+            j = w % H
+            acc = ZERO
+            for t in range(T):
+                acc = alpha * acc + (1 - alpha) * y[t, b, j]
+                trace[t, b, j] = acc
+
+    @cuda.jit
+    def trace_bwd(dtrace, alpha, dy):
+        """dy += dL/dy through the trace given dtrace (T, B, H)."""
+        T, B, H = dtrace.shape
+        for w in range(cuda.grid(1), B * H, cuda.gridsize(1)):
+            b = w // H
+            j = w % H
+            acc = ZERO
+            for t in range(T - 1, -1, -1):
+                acc = alpha * acc + dtrace[t, b, j]
+                dy[t, b, j] += (1 - alpha) * acc
+
+    return SimpleNamespace(FT=FT, block_compact=block_compact, fill=fill,
+                           column_sums=column_sums, last_state=last_state, compact=compact,
+                           propagate=propagate, unit_count=unit_count,
+                           exclusive_scan=exclusive_scan, unit_fill=unit_fill,
+                           outer_events=outer_events, scale=scale, trace_fwd=trace_fwd,
+                           trace_bwd=trace_bwd)
+
+
+@functools.lru_cache(maxsize=None)
+def _steps(dtype, keep_mode, dense_gru, save):
+    """The per-step forward and backward kernels for one feature combination."""
+    import numba
+
+    _cuda()
+    cell = _cell_device()
+    gates, fire, cell_backward, backward_active = (cell.gates, cell.fire, cell.backward,
+                                                   cell.backward_active)
+    com = _common(dtype)
+    block_compact = com.block_compact
+    FT = com.FT
+    i32 = numba.int32
+    ZERO = np.dtype(dtype).type(0)
+    ONE = np.dtype(dtype).type(1)
+
+    @cuda.jit(device=True)
+    def keep_value(keep, t, b, j):
+        if keep_mode == 1:
+            return keep[t, b, j]
+        if keep_mode == 2:
+            return keep[0, 0, 0]
+        return ONE
+
+    @cuda.jit
+    def fwd_step(t, a, R, br, thr, h0, y0, keep, lengths, y, h, c, v, z, r, g, qg,
+                 ev_idx, ev_cnt, done, counts, U, ioff):
+        """Step t of the event-driven forward.
+
+        a (T, B, G) in: input drive. R (H, G) in. br (G,) in. thr (H,) in.
+        h0, y0 (B, H) in. keep: zoneout keep factors (per keep_mode) in.
+        lengths (B,) int64 in. y, h, c (T, B, H) out at step t (zero beyond).
+        v, z, r, g, qg (T, B, H) out when saving (else any shape).
+        ev_idx (T + 1, B, H) int32 io: slot t is read, slot t + 1 written.
+        ev_cnt (T + 1, B) int32 io. done (B,) int32 scratch, zero between steps.
+        counts (B, 3) int64 io: events, recurrent multiply-adds done.
+        U: unit lanes per block (blockDim.x = U * S). ioff: int32 offset of the
+        int shared region (after 3 * blockDim.x floats).
+        """
+        T, B, G = a.shape
+        H = G // 3
+        tid = cuda.threadIdx.x
+        tpb = cuda.blockDim.x
+        S = tpb // U
+        lane = tid % U
+        sl = tid // U
+        ntiles = (H + U - 1) // U
+        shf = cuda.shared.array(0, FT)
+        shi = cuda.shared.array(0, i32)
+        for w in range(cuda.blockIdx.x, B * ntiles, cuda.gridDim.x):
+            b = w // ntiles
+            if t >= lengths[b]:
+                continue  # block-uniform
+            j = (w % ntiles) * U + lane
+            qz = ZERO
+            qr = ZERO
+            qgj = ZERO
+            if j < H:
+                for e in range(sl, ev_cnt[t, b], S):
+                    i = ev_idx[t, b, e]
+                    val = y0[b, i] if t == 0 else y[t - 1, b, i]
+                    qz += val * R[i, j]
+                    qr += val * R[i, H + j]
+                    qgj += val * R[i, 2 * H + j]
+            shf[tid] = qz
+            shf[tpb + tid] = qr
+            shf[2 * tpb + tid] = qgj
+            cuda.syncthreads()
+            if sl == 0 and j < H:
+                qz = br[j]
+                qr = br[H + j]
+                qgj = br[2 * H + j]
+                for s in range(S):
+                    qz += shf[s * U + lane]
+                    qr += shf[tpb + s * U + lane]
+                    qgj += shf[2 * tpb + s * U + lane]
+                hprev = h0[b, j] if t == 0 else h[t - 1, b, j]
+                zj, rj, gj, vj = gates(a[t, b, j], a[t, b, H + j], a[t, b, 2 * H + j],
+                                       qz, qr, qgj, hprev, keep_value(keep, t, b, j))
+                cj, yj, hj = fire(vj, thr[j], dense_gru)
+                y[t, b, j] = yj
+                h[t, b, j] = hj
+                c[t, b, j] = cj
+                if save:
+                    v[t, b, j] = vj
+                    z[t, b, j] = zj
+                    r[t, b, j] = rj
+                    g[t, b, j] = gj
+                    qg[t, b, j] = qgj
+            # The last block of sample b to finish builds its event list.
+            cuda.threadfence()
+            cuda.syncthreads()
+            if tid == 0:
+                old = cuda.atomic.add(done, b, 1)
+                shi[ioff] = 1 if old == ntiles - 1 else 0
+            cuda.syncthreads()
+            if shi[ioff] == 1:
+                n = block_compact(y, t, b, H, ev_idx, t + 1, shi, ioff + 1, tid, tpb)
+                if tid == 0:
+                    ev_cnt[t + 1, b] = n
+                    done[b] = 0
+                    counts[b, 0] += H if dense_gru else n
+                    counts[b, 1] += ev_cnt[t, b] * G
+            cuda.syncthreads()
+
+    @cuda.jit
+    def bwd_step(t, R, thr, keep, lengths, damp, support, c, v, z, r, g, qg, h0, h, dy,
+                 dh, dy_next, da, dq, dthr_b, counts, L, ioff):
+        """Step t of the sparse BPTT (t = -1: only dL/dy0).
+
+        R (H, G) in. thr (H,) in. keep, lengths as in fwd_step.
+        c, v, z, r, g, qg, h (T, B, H) in: saved by the forward pass.
+        dy (T, B, H) in: dL/dy_t from outside.
+        dh (B, H) io: dL/dh_t in, dL/dh_{t-1} out.
+        dy_next (B, H) io: in, dL/dy_last; out, dL/dy_t (recurrent part), then
+            after t = -1, dL/dy0. Rows where step t + 1 ran are overwritten with
+            dq_{t+1} . R[i, :] for backward-active units and 0 for the others.
+        da, dq (T, B, G) io: row t written (gate and recurrent-drive gradients),
+            row t + 1 read. dthr_b (B, H) io: per-sample threshold gradient.
+        counts (B,) int64 io: rows of dq R^T computed (t >= 0).
+        L: lanes per row (blockDim.x = L * P). ioff: int32 shared offset.
+        """
+        T, B, H = v.shape
+        G = 3 * H
+        tid = cuda.threadIdx.x
+        tpb = cuda.blockDim.x
+        P = tpb // L
+        lane = tid % L
+        rl = tid // L
+        tn = t + 1
+        ntiles = (B * H + P - 1) // P
+        shf = cuda.shared.array(0, FT)
+        shi = cuda.shared.array(0, i32)
+        for w in range(cuda.blockIdx.x, ntiles, cuda.gridDim.x):
+            row = w * P + rl
+            b = row // H
+            i = row % H
+            need = False
+            active = False
+            part = ZERO
+            if row < B * H and tn < lengths[b]:
+                need = True
+                active = t < 0 or backward_active(v[t, b, i], thr[i], support, dense_gru)
+                if active:
+                    for k in range(lane, G, L):
+                        part += dq[tn, b, k] * R[i, k]
+            shf[tid] = part
+            cuda.syncthreads()
+            s = L // 2
+            while s > 0:
+                if lane < s:
+                    shf[tid] += shf[tid + s]
+                cuda.syncthreads()
+                s //= 2
+            if lane == 0:
+                shi[ioff + rl] = 1 if (active and t >= 0) else 0
+                if need:
+                    dy_next[b, i] = shf[tid]
+                if row < B * H and t >= 0 and t < lengths[b]:
+                    hprev = h0[b, i] if t == 0 else h[t - 1, b, i]
+                    rt = r[t, b, i]
+                    dpz, dpr, dpg, dhp, dth = cell_backward(
+                        dy[t, b, i] + dy_next[b, i], dh[b, i], v[t, b, i], c[t, b, i],
+                        z[t, b, i], rt, g[t, b, i], qg[t, b, i], hprev, thr[i],
+                        keep_value(keep, t, b, i), damp, support, dense_gru)
+                    da[t, b, i] = dpz
+                    da[t, b, H + i] = dpr
+                    da[t, b, 2 * H + i] = dpg
+                    dq[t, b, i] = dpz
+                    dq[t, b, H + i] = dpr
+                    dq[t, b, 2 * H + i] = dpg * rt
+                    dh[b, i] = dhp
+                    dthr_b[b, i] += dth
+            cuda.syncthreads()
+            if tid == 0:  # per-block count of computed rows, one atomic per sample
+                cur = -1
+                n = 0
+                for p in range(P):
+                    if shi[ioff + p] == 1:
+                        bb = (w * P + p) // H
+                        if bb != cur:
+                            if n > 0:
+                                cuda.atomic.add(counts, cur, n)
+                            cur = bb
+                            n = 0
+                        n += 1
+                if n > 0:
+                    cuda.atomic.add(counts, cur, n)
+            cuda.syncthreads()
+
+    return SimpleNamespace(fwd_step=fwd_step, bwd_step=bwd_step)
+
+
+# --------------------------------------------------------------------------
+# Device-array helpers
+
+
+def _zeros(shape, dtype):
+    """A zero-filled device array (no host allocation of its size)."""
+    _cuda()
+    arr = cuda.device_array(shape, dtype=dtype)
+    n = int(np.prod(shape))
+    if n:
+        flat = arr.reshape(n)
+        _common(np.dtype(np.float64)).fill[
+            _blocks((n + _tpb() - 1) // _tpb()), _tpb()](flat, 0)
+    return arr
+
+
+def _dev(x):
+    """A device array for x (device arrays pass through, host arrays are copied)."""
+    if hasattr(x, "copy_to_host"):
+        return x
+    return _cuda().to_device(np.ascontiguousarray(x))
+
+
+def _grid1(n):
+    tpb = _tpb()
+    return _blocks((n + tpb - 1) // tpb), tpb
+
+
+def _int_shared(tpb, fbytes_per_thread):
+    """(int32 offset, dynamic shared bytes) for fbytes_per_thread float bytes
+    per thread followed by tpb + 1 int32 values."""
+    fbytes = tpb * fbytes_per_thread
+    fbytes = (fbytes + 3) // 4 * 4
+    return fbytes // 4, fbytes + 4 * (tpb + 1)
+
+
+# --------------------------------------------------------------------------
+# Forward and backward on device arrays
+
+
+def forward_device(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru=False,
+                   save=True):
+    """Run the event-driven forward on device arrays; returns a dict of device
+    arrays ``y, h, c, h_last, y_last, v, z, r, g, qg, ev_idx, ev_cnt, counts``.
+
+    a (T, B, G), R (H, G), br (G,), thr (H,), h0, y0 (B, H), keep ((T, B, H) or
+    (1, 1, 1)) with keep_mode 0 (none), 1 (per element), 2 (constant);
+    lengths (B,) int64. Nothing is copied to the host.
+    """
+    T, B, G = a.shape
+    H = G // 3
+    dt = np.dtype(a.dtype)
+    tpb = _tpb()
+    k = _steps(dt, int(keep_mode), bool(dense_gru), bool(save))
+    com = _common(dt)
+    out = {n: _zeros((T, B, H), dt) for n in ("y", "h", "c")}
+    for n in _SAVED:
+        out[n] = _zeros((T, B, H) if save else (1, 1, 1), dt)
+    ev_idx = _zeros((T + 1, B, H), np.int32)
+    ev_cnt = _zeros((T + 1, B), np.int32)
+    done = _zeros((B,), np.int32)
+    counts = _zeros((B, 3), np.int64)
+    ioff0, shm0 = _int_shared(tpb, 0)
+    com.compact[_blocks(B), tpb, 0, shm0](y0.reshape(1, B, H), ev_idx, ev_cnt, 0, ioff0)
+    U, _ = _fwd_lanes(tpb)
+    ioff, shm = _int_shared(tpb, 3 * dt.itemsize)
+    grid = _blocks(B * ((H + U - 1) // U))
+    for t in range(T):
+        k.fwd_step[grid, tpb, 0, shm](t, a, R, br, thr, h0, y0, keep, lengths, out["y"],
+                                      out["h"], out["c"], *(out[n] for n in _SAVED),
+                                      ev_idx, ev_cnt, done, counts, U, ioff)
+    out["h_last"] = _zeros((B, H), dt)
+    out["y_last"] = _zeros((B, H), dt)
+    com.last_state[_grid1(B * H)](h0, y0, out["h"], out["y"], lengths, out["h_last"],
+                                  out["y_last"])
+    out.update(ev_idx=ev_idx, ev_cnt=ev_cnt, counts=counts)
+    return out
+
+
+def backward_device(R, thr, keep, keep_mode, lengths, dense_gru, damp, support, saved,
+                    h0, y0, dy, dh, dy_next, rmask=None):
+    """Sparse BPTT on device arrays.
+
+    saved: the dict of :func:`forward_device` (c, v, z, r, g, qg, h, y).
+    dy (T, B, H) in; dh, dy_next (B, H) io (in: gradients of the final state;
+    out: of the initial state). Returns a dict of device arrays ``drive`` (da),
+    ``dq``, ``R``, ``br``, ``thr``, ``h0``, ``y0`` and ``active_rows`` (B,)
+    int64, and the host int ``dR_events``.
+    """
+    T, B, H = saved["v"].shape
+    G = 3 * H
+    dt = np.dtype(saved["v"].dtype)
+    tpb = _tpb()
+    k = _steps(dt, int(keep_mode), bool(dense_gru), True)
+    com = _common(dt)
+    da = _zeros((T, B, G), dt)
+    dq = _zeros((T, B, G), dt)
+    dthr_b = _zeros((B, H), dt)
+    active = _zeros((B,), np.int64)
+    L, P = _bwd_lanes(tpb)
+    ioff, shm = _int_shared(tpb, dt.itemsize)
+    grid = _blocks((B * H + P - 1) // P)
+    s = saved
+    for t in range(T - 1, -2, -1):
+        k.bwd_step[grid, tpb, 0, shm](t, R, thr, keep, lengths, damp, support, s["c"], s["v"],
+                                      s["z"], s["r"], s["g"], s["qg"], h0, s["h"], dy, dh,
+                                      dy_next, da, dq, dthr_b, active, L, ioff)
+    dbr = _zeros((G,), dt)
+    com.column_sums[_grid1(G)](dq.reshape(T * B, G), dbr)
+    dthr = _zeros((H,), dt)
+    com.column_sums[_grid1(H)](dthr_b, dthr)
+    dR, n_ev = _event_weight_grad(y0, s["y"], lengths, True, dq.reshape(T * B, G), dt)
+    if rmask is not None:
+        com.scale[_grid1(H * G)](dR, rmask)
+    return dict(drive=da, dq=dq, R=dR, br=dbr, thr=dthr, h0=dh, y0=dy_next,
+                active_rows=active, dR_events=n_ev)
+
+
+def _event_weight_grad(y0, y, lengths, shift, dout2, dt):
+    """dW (N, K) = sum over (t, b) of src[t, b, :]^T dout2[t * B + b, :] over the
+    non-zero src values only (src = y shifted by one step after y0 when shift)."""
+    T, B, N = y.shape
+    K = dout2.shape[1]
+    com = _common(dt)
+    tpb = _tpb()
+    cnt = _zeros((N,), np.int32)
+    com.unit_count[_grid1(N)](y0, y, lengths, shift, cnt)
+    off = _zeros((N + 1,), np.int32)
+    ioff, shm = _int_shared(tpb, 0)
+    com.exclusive_scan[1, tpb, 0, shm](cnt, off, ioff)
+    n_ev = int(off[N:N + 1].copy_to_host()[0])
+    ev_s = _zeros((max(n_ev, 1),), np.int32)
+    ev_v = _zeros((max(n_ev, 1),), dt)
+    com.unit_fill[_grid1(N)](y0, y, lengths, shift, off, ev_s, ev_v)
+    dW = _zeros((N, K), dt)
+    com.outer_events[_grid1(N * K)](off, ev_s, ev_v, dout2, dW)
+    return dW, n_ev
+
+
+# --------------------------------------------------------------------------
+# Projections: event propagation for the network (device arrays in and out)
+
+
+def compact_events(y):
+    """Ordered event lists of y (T, B, N) (device or host): returns device arrays
+    ``ev_idx`` (T, B, N) int32 and ``ev_cnt`` (T, B) int32 with
+    ``ev_idx[t, b, :ev_cnt[t, b]]`` the units j with ``y[t, b, j] != 0``."""
+    require()
+    y = _dev(y)
+    T, B, N = y.shape
+    tpb = _tpb()
+    ev_idx = _zeros((T, B, N), np.int32)
+    ev_cnt = _zeros((T, B), np.int32)
+    ioff, shm = _int_shared(tpb, 0)
+    _common(np.dtype(y.dtype)).compact[_blocks(T * B), tpb, 0, shm](y, ev_idx, ev_cnt, 0, ioff)
+    return ev_idx, ev_cnt
+
+
+def propagate_events(ev_idx, ev_cnt, y, W, out, slot0=0):
+    """Event-driven projection: ``out[t, b, :] += sum_e y[t, b, i_e] W[i_e, :]``.
+
+    ev_idx (S, B, N) int32, ev_cnt (S, B) int32: event lists, slot
+    ``slot0 + t`` for step t (slot0 = 1 for the lists of :func:`forward_device`,
+    whose slot 0 holds y0; 0 for :func:`compact_events`). y (T, B, N) source
+    values, W (N, K) weights, out (T, B, K) device array, updated in place.
+    Work: one multiply-add per event and output column.
+    """
+    require()
+    T, B, K = out.shape
+    dt = np.dtype(out.dtype)
+    _common(dt).propagate[_grid1(T * B * K)](_dev(ev_idx), _dev(ev_cnt), int(slot0), _dev(y),
+                                             _dev(W), out)
+    return out
+
+
+def event_weight_grad(y, dout):
+    """Weight gradient of an event-driven projection: ``dW = sum_t y_t^T dout_t``
+    over the events (non-zero entries) of y only. y (T, B, N), dout (T, B, K);
+    returns a device array (N, K) and the number of events used."""
+    require()
+    y, dout = _dev(y), _dev(dout)
+    T, B, N = y.shape
+    K = dout.shape[2]
+    dt = np.dtype(dout.dtype)
+    lengths = _dev(np.full(B, T, np.int64))
+    y0 = _zeros((B, N), dt)
+    return _event_weight_grad(y0, y, lengths, False, dout.reshape(T * B, K), dt)
+
+
+# --------------------------------------------------------------------------
+# Backend contract of evsim.functional (host arrays in, host arrays out)
+
+
+def forward(ctx):
+    """Forward for :mod:`evsim.functional`; device arrays are kept in ``ctx``
+    for :func:`backward`."""
+    require()
+    a = ctx["a"]
+    dev = {n: _dev(ctx[n]) for n in ("a", "Reff", "br", "thr", "h0", "y0", "keep", "lengths")}
+    d = forward_device(dev["a"], dev["Reff"], dev["br"], dev["thr"], dev["h0"], dev["y0"],
+                       dev["keep"], ctx["keep_mode"], dev["lengths"], ctx["dense_gru"],
+                       ctx["training"])
+    out = {n: d[n].copy_to_host() for n in ("y", "h", "c", "h_last", "y_last")}
+    ctx.update(cuda_dev=dev, cuda_saved=d, y=out["y"], h=out["h"], c=out["c"],
+               ev_idx=d["ev_idx"].copy_to_host(), ev_cnt=d["ev_cnt"].copy_to_host())
+    counts = d["counts"].copy_to_host()
+    H = a.shape[2] // 3
+    total = counts.sum(axis=0)
+    out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]),
+                        fwd_macs_dense=int(ctx["lengths"].sum()) * H * 3 * H)
+    return out
+
+
+def backward(ctx, dy, dh, dy_last, stats):
+    """Backward for :mod:`evsim.functional`: sparse BPTT on the device arrays of
+    :func:`forward`; returns host arrays ``drive, R, br, thr, h0, y0``."""
+    require()
+    dev, saved = ctx["cuda_dev"], ctx["cuda_saved"]
+    rmask = None if ctx["rmask"] is None else _dev(ctx["rmask"])
+    res = backward_device(dev["Reff"], dev["thr"], dev["keep"], ctx["keep_mode"],
+                          dev["lengths"], ctx["dense_gru"], ctx["damp"], ctx["support"],
+                          saved, dev["h0"], dev["y0"], _dev(dy), _dev(dh), _dev(dy_last),
+                          rmask)
+    T, B, G = ctx["a"].shape
+    H = G // 3
+    lengths = ctx["lengths"]
+    active = int(res["active_rows"].copy_to_host().sum())
+    dense_rows = int(np.maximum(lengths - 1, 0).sum()) * H
+    stats.update(bwd_macs=active * G + res["dR_events"] * G,
+                 bwd_macs_dense=dense_rows * G + int(lengths.sum()) * H * G,
+                 backward_active=active / max(dense_rows, 1),
+                 backward_sparsity=1.0 - active / max(dense_rows, 1))
+    return {n: res[n].copy_to_host() for n in ("drive", "R", "br", "thr", "h0", "y0")}
+
+
+def output_trace(y, alpha, trace):
+    """trace (T, B, H) = output trace of y; host or device arrays (trace updated)."""
+    require()
+    dy, dtr = _dev(y), _dev(trace)
+    T, B, H = dy.shape
+    _common(np.dtype(dy.dtype)).trace_fwd[_grid1(B * H)](dy, alpha, dtr)
+    if dtr is not trace:
+        trace[...] = dtr.copy_to_host()
+
+
+def output_trace_backward(dtrace, alpha, dy):
+    """dy += gradient through the trace; host or device arrays (dy updated)."""
+    require()
+    dd, ddy = _dev(dtrace), _dev(dy)
+    T, B, H = dd.shape
+    _common(np.dtype(dd.dtype)).trace_bwd[_grid1(B * H)](dd, alpha, ddy)
+    if ddy is not dy:
+        dy[...] = ddy.copy_to_host()

@@ -1,0 +1,604 @@
+"""Populations: groups of units that a :class:`evsim.network.Network` runs.
+
+A population is a thin object: a name, a size, its parameters (a dict of
+arrays, created when it is added to a network) and the constructor arguments
+(to save and rebuild it). The sequence computation is in kernels
+(:mod:`evsim.functional`, :mod:`evsim.kernels.cpu_events`); the network feeds
+each population its input drive, the sum of its incoming projections, of
+shape (T, B, ``in_size``).
+
+Kinds of population:
+
+* :class:`EGRU` - event-based GRU (DESIGN.md section 1); emits graded events.
+* :class:`GRU` - dense GRU baseline: emits its whole state every step.
+* :class:`LIF` - leaky integrate-and-fire with reset; emits spikes (1.0).
+* inputs, fed by ``net.run({name: value})``: :class:`DenseInput` (analog
+  values), :class:`SpikeInput` (event lists), :class:`PoissonInput` (rates),
+  :class:`Embedding` (token ids).
+* :class:`Readout` - linear readout with optional leaky integration.
+
+Populations whose outputs are events (``emits_events``) propagate them
+through projections event by event.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evsim import _validate as check
+from evsim import config
+from evsim.kernels import cpu_events as kev
+
+__all__ = ["Population", "EGRU", "GRU", "LIF", "Readout", "DenseInput", "SpikeInput",
+           "PoissonInput", "Embedding"]
+
+
+@dataclass
+class PopRun:
+    """What one population computed in one run (internal to the network).
+
+    y : (T, B, N) outputs. events : (ev_idx, ev_cnt) with slot t = step t, or
+    None (computed on demand). state : final state dict. saved : what the
+    backward pass needs. stats : counters. variables : callable returning the
+    state variables (T, B, N) for monitors.
+    """
+
+    y: np.ndarray
+    events: tuple | None = None
+    state: dict = field(default_factory=dict)
+    saved: object = None
+    stats: dict = field(default_factory=dict)
+    variables: object = None
+
+
+class Population:
+    """Base class. Subclasses set ``variables``, ``emits_events``, ``is_input``."""
+
+    variables = ("y",)
+    emits_events = False
+    is_input = False
+    threshold_names = ()
+
+    def __init__(self, name, size):
+        if not isinstance(name, str) or not name or any(c in name for c in "/.>"):
+            raise ValueError(f"population name must be a non-empty string without "
+                             f"'/', '.' or '>', got {name!r}")
+        self.name = name
+        self.size = check.size(f"{name}: size", size)
+        self.params = {}
+        self._kwargs = {"name": name, "size": self.size}
+
+    # -- metadata ---------------------------------------------------------
+    @property
+    def in_size(self):
+        """Width of the input drive that projections into this population
+        produce (0 for inputs, which take no projection)."""
+        return self.size
+
+    def config(self):
+        """Constructor arguments (JSON-able) to rebuild this population."""
+        return dict(self._kwargs)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r}, size={self.size})"
+
+    # -- hooks used by the network ----------------------------------------
+    def _init_params(self, rng, dtype):
+        """Create ``self.params`` from the init stream ``rng``."""
+
+    def _initial_state(self, B, dtype):
+        return {}
+
+    def _backward_mask(self, run):
+        """(T, B, N) bool: units whose output gradient can matter, or None (all)."""
+        return None
+
+    def _backward(self, run, dy, extra):
+        """Return (d drive, {param: grad}, backward stats)."""
+        raise NotImplementedError(f"{type(self).__name__} has no backward pass")
+
+    def _timed(self, fn, *args, **kw):
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        return out, time.perf_counter() - t0
+
+
+def _uniform(rng, shape, k, dtype):
+    return np.ascontiguousarray(rng.uniform(-k, k, shape), dtype)
+
+
+# --------------------------------------------------------------------------
+# EGRU and GRU
+
+
+class EGRU(Population):
+    """Event-based GRU population (DESIGN.md section 1).
+
+    Parameters
+    ----------
+    name, size : name and number of units H.
+    thr_mean : mean of the Beta(10 m, 10 (1 - m)) threshold initialisation
+        (default ``config.THRESHOLD_MEAN``), clipped to ``config.THRESHOLD_RANGE``.
+    damp, support : surrogate gradient ``damp * max(0, 1 - support |v - thr|)``.
+    zoneout, dropconnect : training regularisers (see :func:`evsim.egru_forward`).
+    trace_alpha : when given, the population also computes the output trace;
+        it is returned as ``outputs[name + ".trace"]`` and its gradient can be
+        passed to ``backward`` under the same key.
+
+    Parameters (``params``): ``R`` (H, 3H), ``br``, ``bx`` (3H,), ``thr`` (H,).
+    Input weights live on the projections into the population (width 3H,
+    gate blocks z, r, g). Init like ``torch.nn.GRU``: R and biases uniform in
+    ``±1/sqrt(H)``. Output: graded events y.
+    """
+
+    variables = ("y", "h", "v", "c")
+    emits_events = True
+    threshold_names = ("thr",)
+    _gru = False
+
+    def __init__(self, name, size, thr_mean=None, damp=None, support=None, zoneout=0.0,
+                 dropconnect=0.0, trace_alpha=None):
+        super().__init__(name, size)
+        self.thr_mean = config.THRESHOLD_MEAN if thr_mean is None else check.probability(
+            f"{name}: thr_mean", thr_mean)
+        if self.thr_mean <= 0:
+            raise ValueError(f"{name}: thr_mean must be in (0, 1), got {thr_mean}")
+        self.damp = config.DAMP if damp is None else check.positive(f"{name}: damp", damp,
+                                                                    allow_zero=True)
+        self.support = config.SUPPORT if support is None else check.positive(
+            f"{name}: support", support)
+        self.zoneout = check.probability(f"{name}: zoneout", zoneout)
+        self.dropconnect = check.probability(f"{name}: dropconnect", dropconnect)
+        self.trace_alpha = None if trace_alpha is None else check.probability(
+            f"{name}: trace_alpha", trace_alpha)
+        self._kwargs.update(thr_mean=self.thr_mean, damp=self.damp, support=self.support,
+                            zoneout=self.zoneout, dropconnect=self.dropconnect,
+                            trace_alpha=self.trace_alpha)
+        if self.trace_alpha is not None:
+            self.variables = self.variables + ("trace",)
+
+    @property
+    def in_size(self):
+        return 3 * self.size
+
+    def _init_params(self, rng, dtype):
+        H = self.size
+        k = 1.0 / np.sqrt(H)
+        self.params = {"R": _uniform(rng, (H, 3 * H), k, dtype),
+                       "br": _uniform(rng, 3 * H, k, dtype),
+                       "bx": _uniform(rng, 3 * H, k, dtype)}
+        if not self._gru:
+            m = self.thr_mean
+            thr = rng.beta(10 * m, 10 * (1 - m), H)
+            lo, hi = config.THRESHOLD_RANGE
+            self.params["thr"] = np.ascontiguousarray(np.clip(thr, lo, hi), dtype)
+
+    def _initial_state(self, B, dtype):
+        return {"h": np.zeros((B, self.size), dtype), "y": np.zeros((B, self.size), dtype)}
+
+    def _call(self, drive, state, training, backend, lengths, rng):
+        from evsim.functional import egru_forward_drive
+
+        p = self.params
+        a = drive + p["bx"]
+        thr = None if self._gru else p["thr"]
+        if self._gru and backend == "cpu":
+            backend = "dense"
+        return egru_forward_drive(
+            a, p["R"], p["br"], thr, state["h"], state["y"],
+            damp=None if self._gru else self.damp, support=None if self._gru else self.support,
+            training=training, backend=backend, zoneout=self.zoneout,
+            dropconnect=self.dropconnect, trace_alpha=self.trace_alpha, lengths=lengths,
+            rng=rng, gru=self._gru)
+
+    def _forward(self, drive, state, training, backend, lengths, rng):
+        res = self._call(drive, state, training, backend, lengths, rng)
+        ev = res.events
+        events = None if (ev is None or self._gru) else (ev[0][1:], ev[1][1:])
+        stats = {k: res.stats[k] for k in ("events", "activity", "fwd_macs", "fwd_macs_dense")}
+        thr = None if self._gru else self.params["thr"]
+
+        def variables():
+            # v = h + c thr (the reset subtracted thr where the unit fired)
+            v = res.h if thr is None else np.where(res.c != 0, res.h + thr, res.h)
+            out = {"y": res.y, "h": res.h, "v": v, "c": res.c}
+            if res.trace is not None:
+                out["trace"] = res.trace
+            return out
+
+        return PopRun(y=res.y, events=events, state={"h": res.h_last, "y": res.y_last},
+                      saved=res, stats=stats, variables=variables)
+
+    def _step(self, drive_t, state, alive, training, backend, rng):
+        """One step for the step-wise schedule: drive_t (B, 3H)."""
+        res = self._call(drive_t[None], state, training, backend, None, rng)
+        keep = alive[:, None]
+        y = np.where(keep, res.y[0], 0).astype(drive_t.dtype)
+        new = {"h": np.where(keep, res.h[0], state["h"]),
+               "y": np.where(keep, res.y[0], state["y"])}
+        thr = 0 if self._gru else self.params["thr"]
+        v = np.where(res.c[0] != 0, res.h[0] + thr, res.h[0]) if not self._gru else res.h[0]
+        var = {"y": y, "h": new["h"] * keep, "v": v * keep, "c": res.c[0] * keep}
+        n_alive = int(alive.sum())
+        # counters of what the kernel did (it steps finished samples too)
+        return y, new, var, {"events": n_alive * self.size if self._gru
+                             else int(np.count_nonzero(y)),
+                             "fwd_macs": res.stats["fwd_macs"],
+                             "fwd_macs_dense": res.stats["fwd_macs_dense"]}
+
+    def _backward_mask(self, run):
+        if self._gru:
+            return None
+        res = run.saved
+        saved = res._ctx.get("saved")
+        v = saved.get("v") if isinstance(saved, dict) else None
+        if v is None or v.shape != res.y.shape:  # a backend that keeps no v: all units
+            return None
+        return (res.c != 0) | (np.abs(v - self.params["thr"]) * self.support < 1.0)
+
+    def _backward(self, run, dy, extra):
+        from evsim.functional import egru_backward
+
+        res = run.saved
+        dtrace = extra.get("trace")
+        g = egru_backward(res, dy, dtrace=dtrace)
+        grads = {"R": g["R"], "br": g["br"], "bx": g["drive"].reshape(-1, 3 * self.size).sum(0)}
+        if not self._gru:
+            grads["thr"] = g["thr"]
+        st = {k: res.stats[k] for k in ("bwd_macs", "bwd_macs_dense", "backward_sparsity")}
+        return g["drive"], grads, st
+
+
+class GRU(EGRU):
+    """Dense GRU baseline on the same kernels (dense path): every unit emits its
+    state every step (y = h). Parameters ``R``, ``br``, ``bx``; init like
+    ``torch.nn.GRU``."""
+
+    variables = ("y", "h")
+    emits_events = False
+    threshold_names = ()
+    _gru = True
+
+    def __init__(self, name, size, zoneout=0.0, dropconnect=0.0):
+        Population.__init__(self, name, size)
+        self.thr_mean = self.damp = self.support = None
+        self.zoneout = check.probability(f"{name}: zoneout", zoneout)
+        self.dropconnect = check.probability(f"{name}: dropconnect", dropconnect)
+        self.trace_alpha = None
+        self._kwargs.update(zoneout=self.zoneout, dropconnect=self.dropconnect)
+
+
+# --------------------------------------------------------------------------
+# LIF
+
+
+class LIF(Population):
+    """Leaky integrate-and-fire units with reset and a surrogate gradient.
+
+    ``i_t = a_syn i_{t-1} + x_t``, ``u_t = a_mem v_{t-1} + (1 - a_mem) i_t``,
+    spike ``s_t = [u_t > v_th]``, reset ``v_t = (1 - s_t) u_t + s_t v_reset``,
+    with ``a = exp(-dt / tau)`` (``tau_syn = 0``: no synaptic filter, i = x).
+    The spike's pseudo-derivative is the EGRU's triangle
+    ``damp * max(0, 1 - support |u - v_th|)``. Output: spikes (0/1).
+    No parameters of its own (weights are on projections). Variables: ``y``
+    (spikes), ``v`` (membrane after reset), ``u`` (before reset), ``i``.
+    """
+
+    variables = ("y", "v", "u", "i")
+    emits_events = True
+
+    def __init__(self, name, size, tau_mem=20.0, tau_syn=5.0, v_th=1.0, v_reset=0.0,
+                 damp=None, support=None):
+        super().__init__(name, size)
+        self.tau_mem = check.positive(f"{name}: tau_mem", tau_mem)
+        self.tau_syn = check.positive(f"{name}: tau_syn", tau_syn, allow_zero=True)
+        self.v_th = float(v_th)
+        self.v_reset = float(v_reset)
+        if not self.v_reset < self.v_th:
+            raise ValueError(f"{name}: v_reset ({v_reset}) must be below v_th ({v_th})")
+        self.damp = config.DAMP if damp is None else check.positive(f"{name}: damp", damp,
+                                                                    allow_zero=True)
+        self.support = config.SUPPORT if support is None else check.positive(
+            f"{name}: support", support)
+        self._kwargs.update(tau_mem=self.tau_mem, tau_syn=self.tau_syn, v_th=self.v_th,
+                            v_reset=self.v_reset, damp=self.damp, support=self.support)
+        self.dt = 1.0
+
+    def _decays(self):
+        return kev.decay(self.tau_mem, self.dt), kev.decay(self.tau_syn, self.dt)
+
+    def _initial_state(self, B, dtype):
+        return {"v": np.zeros((B, self.size), dtype), "i": np.zeros((B, self.size), dtype)}
+
+    def _run(self, drive, state, lengths):
+        T, B, N = drive.shape
+        a_m, a_s = self._decays()
+        s, u, v, cur = (np.zeros((T, B, N), drive.dtype) for _ in range(4))
+        v_last = np.empty((B, N), drive.dtype)
+        i_last = np.empty((B, N), drive.dtype)
+        n = kev.lif_forward(drive, a_m, a_s, self.v_th, self.v_reset, state["v"], state["i"],
+                            lengths, s, u, v, cur, v_last, i_last)
+        return s, u, v, cur, {"v": v_last, "i": i_last}, int(n)
+
+    def _forward(self, drive, state, training, backend, lengths, rng):
+        s, u, v, cur, last, n = self._run(drive, state, lengths)
+        steps = int(lengths.sum()) * self.size
+        stats = dict(events=n, activity=n / max(steps, 1), fwd_macs=0, fwd_macs_dense=0)
+        return PopRun(y=s, state=last, saved=(s, u, lengths), stats=stats,
+                      variables=lambda: {"y": s, "v": v, "u": u, "i": cur})
+
+    def _step(self, drive_t, state, alive, training, backend, rng):
+        s, u, v, cur, last, n = self._run(drive_t[None], state, alive.astype(np.int64))
+        return s[0], last, {"y": s[0], "v": v[0], "u": u[0], "i": cur[0]}, {
+            "events": n, "fwd_macs": 0, "fwd_macs_dense": 0}
+
+    def _backward_mask(self, run):
+        u = run.saved[1]
+        return np.abs(u - self.v_th) * self.support < 1.0
+
+    def _backward(self, run, dy, extra):
+        s, u, lengths = run.saved
+        T, B, N = s.shape
+        a_m, a_s = self._decays()
+        dx = np.zeros_like(s)
+        zeros = np.zeros((B, N), s.dtype)
+        kev.lif_backward(dy, s, u, a_m, a_s, self.v_th, self.v_reset, self.damp, self.support,
+                         lengths, zeros, zeros, dx, np.empty_like(zeros), np.empty_like(zeros))
+        return dx, {}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+
+
+# --------------------------------------------------------------------------
+# Readout
+
+
+class Readout(Population):
+    """Linear readout: ``out_t = drive_t + b``, or with ``leak`` in (0, 1) the
+    leaky integration ``out_t = leak out_{t-1} + (1 - leak) (drive_t + b)``.
+    Outputs past a sample's length are zero. Parameter ``b`` (N,), zero init."""
+
+    def __init__(self, name, size, leak=None):
+        super().__init__(name, size)
+        self.leak = None if leak is None else check.probability(f"{name}: leak", leak)
+        self._kwargs.update(leak=self.leak)
+
+    def _init_params(self, rng, dtype):
+        self.params = {"b": np.zeros(self.size, dtype)}
+
+    def _initial_state(self, B, dtype):
+        return {"out": np.zeros((B, self.size), dtype)}
+
+    def _forward(self, drive, state, training, backend, lengths, rng):
+        from evsim.kernels import cpu
+
+        T, B, N = drive.shape
+        u = drive + self.params["b"]
+        if self.leak is None:
+            y = u
+        else:
+            y = np.empty_like(u)
+            u0 = u.copy()
+            u0[0] += self.leak / (1 - self.leak) * state["out"]  # carries out_{-1}
+            cpu.output_trace(u0, self.leak, y)
+        valid = _valid(lengths, T)
+        y = np.where(valid[..., None], y, 0).astype(drive.dtype)
+        last = y[lengths - 1, np.arange(B)]
+        return PopRun(y=y, state={"out": last}, saved=lengths,
+                      stats=dict(events=0, activity=0.0, fwd_macs=0, fwd_macs_dense=0),
+                      variables=lambda: {"y": y})
+
+    def _step(self, drive_t, state, alive, training, backend, rng):
+        u = drive_t + self.params["b"]
+        y = u if self.leak is None else self.leak * state["out"] + (1 - self.leak) * u
+        y = np.where(alive[:, None], y, 0).astype(drive_t.dtype)
+        new = {"out": np.where(alive[:, None], y, state["out"])}
+        return y, new, {"y": y}, {"events": 0, "fwd_macs": 0, "fwd_macs_dense": 0}
+
+    def _backward(self, run, dy, extra):
+        from evsim.kernels import cpu
+
+        lengths = run.saved
+        T = dy.shape[0]
+        valid = _valid(lengths, T)[..., None]
+        g = np.where(valid, dy, 0).astype(dy.dtype)
+        if self.leak is not None:
+            du = np.zeros_like(g)
+            cpu.output_trace_backward(g, self.leak, du)
+            g = np.where(valid, du, 0).astype(dy.dtype)
+        db = g.reshape(-1, self.size).sum(0)
+        return g, {"b": db}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+
+
+def _valid(lengths, T):
+    """(T, B) bool: step t of sample b is within its length."""
+    return np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+
+
+# --------------------------------------------------------------------------
+# Inputs
+
+
+class _Input(Population):
+    is_input = True
+
+    @property
+    def in_size(self):
+        return 0
+
+    def _shape_hint(self, value):
+        """(T, B) implied by the value, either possibly None."""
+        return None, None
+
+    def _forward(self, drive, state, training, backend, lengths, rng, value=None):
+        y = self._values(value, lengths, rng)
+        n = int(np.count_nonzero(y))
+        steps = int(lengths.sum()) * self.size
+        return PopRun(y=y, saved=value, stats=dict(events=n, activity=n / max(steps, 1),
+                                                   fwd_macs=0, fwd_macs_dense=0),
+                      variables=lambda: {"y": y})
+
+    def _backward(self, run, dy, extra):
+        return None, {}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+
+
+def _masked(y, lengths):
+    T = y.shape[0]
+    if np.all(lengths == T):
+        return y
+    return np.where(_valid(lengths, T)[..., None], y, 0).astype(y.dtype)
+
+
+class DenseInput(_Input):
+    """Analog input: ``run({name: x})`` with x of shape (T, B, size)."""
+
+    def _shape_hint(self, value):
+        value = np.asarray(value)
+        return (value.shape[0], value.shape[1]) if value.ndim == 3 else (None, None)
+
+    def _check(self, value, T, B, dtype):
+        arr = np.asarray(value)
+        if not np.issubdtype(arr.dtype, np.number) or arr.shape != (T, B, self.size):
+            raise ValueError(f"input {self.name!r} must be a numeric array of shape "
+                             f"(T, B, {self.size}) = ({T}, {B}, {self.size}) (time-major), "
+                             f"got shape {arr.shape} dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"input {self.name!r} contains NaN or infinite values")
+        return arr
+
+    def _values(self, value, lengths, rng):
+        return _masked(value, lengths)
+
+
+class SpikeInput(_Input):
+    """Spike input from event lists: ``run({name: events})`` where events is a
+    dict with ``times`` (K,) step indices, ``indices`` (K,) unit indices,
+    optional ``batch`` (K,) sample indices (default 0) and ``values`` (K,)
+    (default 1.0); or a dense (T, B, size) array of event values. Events with
+    equal (time, sample, unit) add up."""
+
+    emits_events = True
+
+    def _shape_hint(self, value):
+        # event lists fix no shape (T comes from other inputs or steps=, B
+        # from other inputs or lengths, else 1); their ranges are checked.
+        if isinstance(value, dict):
+            return None, None
+        value = np.asarray(value)
+        return (value.shape[0], value.shape[1]) if value.ndim == 3 else (None, None)
+
+    def _check(self, value, T, B, dtype):
+        if not isinstance(value, dict):
+            return DenseInput._check(self, value, T, B, dtype)
+        unknown = set(value) - {"times", "indices", "batch", "values"}
+        if unknown or "times" not in value or "indices" not in value:
+            raise ValueError(f"spike input {self.name!r}: expected a dict with 'times', "
+                             f"'indices' and optional 'batch', 'values', got keys "
+                             f"{sorted(value)}")
+        times = np.asarray(value["times"])
+        idx = np.asarray(value["indices"])
+        K = times.shape[0] if times.ndim == 1 else -1
+        batch = np.zeros(max(K, 0), np.int64) if value.get("batch") is None else np.asarray(
+            value["batch"])
+        vals = np.ones(max(K, 0)) if value.get("values") is None else np.asarray(
+            value["values"], float)
+        for nm, arr in (("indices", idx), ("batch", batch), ("values", vals)):
+            if times.ndim != 1 or arr.shape != times.shape:
+                raise ValueError(f"spike input {self.name!r}: 'times' and {nm!r} must be 1-d "
+                                 f"of equal length, got {times.shape} and {arr.shape}")
+        for nm, arr, hi in (("times", times, T), ("indices", idx, self.size),
+                            ("batch", batch, B)):
+            if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0
+                             or arr.max() >= hi):
+                raise ValueError(f"spike input {self.name!r}: {nm!r} must be integers in "
+                                 f"[0, {hi}), got {arr.dtype} from {arr.min()} to {arr.max()}")
+        if not np.all(np.isfinite(vals)):
+            raise ValueError(f"spike input {self.name!r}: 'values' contains NaN or inf")
+        out = np.zeros((T, B, self.size), dtype)
+        np.add.at(out, (times, batch, idx), vals.astype(dtype))
+        return out
+
+    _values = DenseInput._values
+
+
+class PoissonInput(_Input):
+    """Poisson spike trains from rates.
+
+    rates : (size,) or scalar default rates. ``unit="hz"``: rates in Hz with
+        the network's ``dt`` in ms, probability per step ``rate * dt / 1000``;
+        ``unit="prob"``: rates are probabilities per step.
+    ``run({name: r})`` may override the rates with r of shape (size,) or
+    (T, B, size); otherwise the defaults are used. Spikes are drawn from the
+    population's random stream (derived from the network seed).
+    """
+
+    emits_events = True
+
+    def __init__(self, name, size, rates=0.0, unit="hz"):
+        super().__init__(name, size)
+        if unit not in ("hz", "prob"):
+            raise ValueError(f"{name}: unit must be 'hz' or 'prob', got {unit!r}")
+        self.unit = unit
+        self.rates = np.broadcast_to(np.asarray(rates, float), (self.size,)).copy()
+        self._kwargs.update(rates=self.rates.tolist(), unit=unit)
+        self.dt = 1.0
+
+    def _shape_hint(self, value):
+        if value is not None and np.ndim(value) == 3:
+            return np.shape(value)[:2]
+        return None, None
+
+    def _check(self, value, T, B, dtype):
+        rates = self.rates if value is None else np.asarray(value, float)
+        if rates.shape not in ((self.size,), (T, B, self.size)):
+            raise ValueError(f"Poisson input {self.name!r}: rates must have shape "
+                             f"({self.size},) or ({T}, {B}, {self.size}), got {rates.shape}")
+        p = rates * self.dt / 1000.0 if self.unit == "hz" else rates
+        if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
+            how = "rates * dt / 1000" if self.unit == "hz" else "rates"
+            raise ValueError(f"Poisson input {self.name!r}: spike probabilities per step "
+                             f"({how}) must lie in [0, 1], got {p.min()} to {p.max()}")
+        return np.broadcast_to(p, (T, B, self.size))
+
+    def _values(self, value, lengths, rng):
+        y = (rng.random(value.shape) < value).astype(self._dtype)
+        return _masked(y, lengths)
+
+
+class Embedding(_Input):
+    """Token embedding: ``run({name: ids})`` with int ids (T, B) in [0, vocab);
+    output ``E[ids]`` (T, B, size). Parameter ``E`` (vocab, size), N(0, 1) init
+    (like ``torch.nn.Embedding``); trainable."""
+
+    def __init__(self, name, vocab, size):
+        super().__init__(name, size)
+        self.vocab = check.size(f"{name}: vocab", vocab)
+        self._kwargs.update(vocab=self.vocab)
+
+    def _init_params(self, rng, dtype):
+        self.params = {"E": np.ascontiguousarray(rng.normal(0, 1, (self.vocab, self.size)),
+                                                 dtype)}
+
+    def _shape_hint(self, value):
+        value = np.asarray(value)
+        return (value.shape[0], value.shape[1]) if value.ndim == 2 else (None, None)
+
+    def _check(self, value, T, B, dtype):
+        ids = np.asarray(value)
+        if ids.shape != (T, B) or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"embedding input {self.name!r} must be integer token ids of "
+                             f"shape (T, B) = ({T}, {B}), got shape {ids.shape} "
+                             f"dtype {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab):
+            raise ValueError(f"embedding input {self.name!r}: ids must lie in "
+                             f"[0, {self.vocab}), got {ids.min()} to {ids.max()}")
+        return ids
+
+    def _values(self, value, lengths, rng):
+        return _masked(self.params["E"][value], lengths)
+
+    def _backward(self, run, dy, extra):
+        ids = run.saved
+        dE = np.zeros_like(self.params["E"])
+        np.add.at(dE, ids.reshape(-1), dy.reshape(-1, self.size))
+        return None, {"E": dE}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}

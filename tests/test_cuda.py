@@ -1,0 +1,223 @@
+"""The CUDA kernels (evsim.kernels.cuda) against the Numba CPU kernels and the
+NumPy reference, forward and backward, and the event-driven projection kernels.
+
+On a machine with a GPU the ``cuda``-marked tests run directly
+(``pytest -m cuda tests/test_cuda.py``). Without one they are skipped in this
+process and :func:`test_cuda_suite_in_simulator` runs them again in a
+subprocess under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` must be
+set before numba.cuda is imported), on tiny sizes. Threads per block and the
+grid size are patched small so that several blocks, the event slices, the lane
+reductions and the grid-stride loops all run.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import (
+    assert_close,
+    assert_results_equal,
+    backward,
+    cotangents,
+    make_problem,
+    tol_for,
+    with_margin,
+)
+
+from evsim import config
+from evsim.functional import GRAD_KEYS
+from evsim.kernels import cuda as kc
+
+SIM = kc.simulator()
+RUNS = kc.available()  # a GPU, or the simulator
+SIZES = [(3, 2, 3, 8)] if SIM else [(3, 2, 3, 8), (7, 5, 6, 70)]
+# (threads per block, grid cap); None keeps the defaults
+LAUNCH = [(16, 3)] if SIM else [(16, 3), (None, None)]
+
+
+def cuda_test(fn):
+    skip = pytest.mark.skipif(not RUNS, reason="no CUDA GPU here: run by "
+                              "test_cuda_suite_in_simulator under the simulator")
+    return pytest.mark.cuda(skip(fn))
+
+
+@pytest.fixture(params=LAUNCH, ids=lambda p: f"tpb{p[0]}-grid{p[1]}")
+def launch(request, monkeypatch):
+    tpb, blocks = request.param
+    if tpb is not None:
+        monkeypatch.setattr(config, "THREADS_PER_BLOCK", tpb)
+        monkeypatch.setattr(kc, "MAX_BLOCKS", blocks)
+    return request.param
+
+
+def _grads_close(grads, ref, tol, keys=GRAD_KEYS):
+    for k in keys:
+        assert grads[k].dtype == ref[k].dtype, k
+        assert_close(grads[k], ref[k], tol, f"grad {k}")
+
+
+def _run(p, backend, cot_seed=5, trace=False, **kw):
+    res = p.forward(backend=backend, **kw)
+    cot = cotangents(res, np.random.default_rng(cot_seed), trace=trace)
+    return res, backward(res, cot)
+
+
+# --------------------------------------------------------------------------
+# Forward and backward against the CPU kernels and the reference
+
+
+@cuda_test
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "TBIH" + "-".join(map(str, s)))
+@pytest.mark.parametrize("activity", ["mixed", "none", "all"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_cpu_and_reference(launch, size, activity, dtype):
+    T, B, In, H = size
+    p = make_problem(T=T, B=B, I=In, H=H, dtype=np.float64, seed=3, activity=activity)
+    if activity == "mixed":  # no event may flip between backends
+        p = with_margin(p, 0.02)
+    p = p.astype(dtype)
+    # a narrow surrogate band, so that the sparse backward skips rows
+    kw = dict(damp=4.0, support=4.0)
+    res, grads = _run(p, "cuda", **kw)
+    cpu, cpu_grads = _run(p, "cpu", **kw)
+    ref, ref_grads = _run(p.astype(np.float64), "reference", **kw)
+    tol = tol_for(dtype)
+    assert_results_equal(res, cpu, tol)
+    assert res.y.dtype == dtype
+    _grads_close(grads, cpu_grads, 20 * tol)
+    if dtype == np.float64:
+        assert_results_equal(res, ref, tol)
+        _grads_close(grads, ref_grads, tol)
+    # counters are what the kernels did, the same work as the CPU kernels
+    # (the CPU kernel may switch to a dense product at high activity: compare
+    # the forward work with the events read instead)
+    for k in ("events", "fwd_macs_dense", "bwd_macs", "bwd_macs_dense", "backward_active"):
+        assert res.stats[k] == cpu.stats[k], k
+    assert res.stats["fwd_macs"] == int(res.events[1][:T].sum()) * 3 * H
+    if activity == "none":
+        assert res.stats["events"] == 0 and res.stats["fwd_macs"] == 0
+        assert not grads["R"].any()
+    if activity == "all":
+        assert res.stats["events"] == T * B * H
+    # event lists equal the CPU's (ordered, per step and sample)
+    idx, cnt = res.events
+    cidx, ccnt = cpu.events
+    np.testing.assert_array_equal(cnt, ccnt)
+    for s in range(T + 1):
+        for b in range(B):
+            np.testing.assert_array_equal(idx[s, b, :cnt[s, b]], cidx[s, b, :ccnt[s, b]])
+    # the saved state stays on the device between forward and backward
+    assert hasattr(res._ctx["cuda_saved"]["v"], "copy_to_host")
+
+
+@cuda_test
+def test_backward_skips_inactive_rows(launch):
+    p = with_margin(make_problem(T=3, B=2, I=3, H=8, seed=7), 0.02)
+    kw = dict(damp=10.0, support=10.0)
+    res, grads = _run(p, "cuda", **kw)
+    ref, ref_grads = _run(p, "reference", **kw)
+    _grads_close(grads, ref_grads, tol_for(np.float64))
+    assert 0.0 < res.stats["backward_sparsity"] < 1.0
+    assert res.stats["bwd_macs"] < res.stats["bwd_macs_dense"]
+
+
+@cuda_test
+@pytest.mark.parametrize("flags", ["zoneout-dropconnect-lengths-trace", "eval-zoneout", "gru"])
+def test_flags_match_reference(launch, flags):
+    p = make_problem(T=3, B=3, I=3, H=8, seed=11)
+    p = with_margin(p, 0.02) if flags == "eval-zoneout" else p
+    rng = np.random.default_rng(2)
+    T, B, _, H = p.shape
+    if flags == "gru":
+        res = p.gru(backend="cuda", trace_alpha=0.8)
+        ref = p.gru(backend="reference", trace_alpha=0.8)
+        cot = cotangents(res, rng, trace=True)
+        cot.pop("dy_last")
+        g, rg = backward(res, cot, gru=True), backward(ref, cot, gru=True)
+        assert res.stats["events"] == T * B * H
+    elif flags == "eval-zoneout":
+        res = p.forward(backend="cuda", training=False, zoneout=0.3)
+        ref = p.forward(backend="reference", training=False, zoneout=0.3)
+        assert_results_equal(res, ref, 1e-10)
+        return
+    else:
+        kw = dict(zoneout_mask=(rng.random((T, B, H)) > 0.3).astype(p.dtype),
+                  dropconnect_mask=(rng.random((H, 3 * H)) > 0.2) / 0.8,
+                  lengths=np.array([3, 1, 2]), trace_alpha=0.7)
+        res = p.forward(backend="cuda", **kw)
+        ref = p.forward(backend="reference", **kw)
+        cot = cotangents(res, rng, trace=True)
+        g, rg = backward(res, cot), backward(ref, cot)
+    assert_results_equal(res, ref, 1e-10)
+    assert_close(res.trace, ref.trace, 1e-10, "trace")
+    _grads_close(g, rg, 1e-10)
+
+
+# --------------------------------------------------------------------------
+# Projection kernels for the network
+
+
+@cuda_test
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_projection_kernels(launch, dtype):
+    rng = np.random.default_rng(4)
+    T, B, N, K = 2, 2, 6, 5
+    y = (rng.normal(size=(T, B, N)) * (rng.random((T, B, N)) < 0.4)).astype(dtype)
+    y[1, 0] = 0  # a step without events
+    W = rng.normal(size=(N, K)).astype(dtype)
+    out0 = rng.normal(size=(T, B, K)).astype(dtype)
+    ev_idx, ev_cnt = kc.compact_events(y)
+    idx, cnt = ev_idx.copy_to_host(), ev_cnt.copy_to_host()
+    for t in range(T):
+        for b in range(B):
+            np.testing.assert_array_equal(idx[t, b, :cnt[t, b]], np.flatnonzero(y[t, b]))
+    out = kc._dev(out0.copy())
+    kc.propagate_events(ev_idx, ev_cnt, y, W, out)
+    tol = tol_for(dtype)
+    assert_close(out.copy_to_host(), out0 + y @ W, tol, "propagate")
+    dout = rng.normal(size=(T, B, K)).astype(dtype)
+    dW, n_ev = kc.event_weight_grad(y, dout)
+    assert n_ev == int((y != 0).sum())
+    assert_close(dW.copy_to_host(), np.einsum("tbn,tbk->nk", y, dout), tol, "dW")
+
+
+# --------------------------------------------------------------------------
+# Without a GPU: a clear error, and the whole suite under the simulator
+
+
+@pytest.mark.skipif(RUNS, reason="a GPU or the simulator is present")
+def test_clear_error_without_gpu():
+    from evsim import egru_forward
+
+    p = make_problem(T=2, B=1, I=2, H=3)
+    with pytest.raises(RuntimeError, match=r"backend 'cuda'.*evsim\[cuda\]"):
+        egru_forward(p.x, p.W, p.R, p.bx, p.br, p.thr, backend="cuda")
+    assert not kc.available()
+
+
+@pytest.mark.skipif(RUNS, reason="the cuda tests run directly in this process")
+def test_cuda_suite_in_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    cmd = [sys.executable, "-m", "pytest", os.path.abspath(__file__), "-m", "cuda", "-q",
+           "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(RUNS, reason="a GPU compiles the kernels itself")
+def test_kernels_compile_for_gpu():
+    """Every kernel variant compiles to PTX with NVIDIA's real compiler (numba-cuda
+    with NVVM, no GPU needed): the simulator does not type-check like it."""
+    pytest.importorskip("numba_cuda")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "gpu.py")
+    proc = subprocess.run([sys.executable, script, "--compile-only"], capture_output=True,
+                          text=True, timeout=900)
+    if "NVVM" in proc.stdout + proc.stderr and "not found" in proc.stdout + proc.stderr:
+        pytest.skip("numba-cuda without NVVM")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

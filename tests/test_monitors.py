@@ -1,0 +1,541 @@
+"""Monitors on synthetic data: no network needed.
+
+The network drives monitors through start_run / record / end_run; these tests
+do the same by hand with random outputs.
+"""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from evsim import monitors
+from evsim.io import FileFormatError
+from evsim.monitors import (
+    ActivityMonitor,
+    EventMonitor,
+    MonitorOverflowError,
+    StateMonitor,
+    load_events,
+    make_monitor,
+)
+
+
+def random_y(T=30, B=3, N=11, p=0.2, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((T, B, N)) < p
+    return (mask * rng.uniform(0.1, 2.0, (T, B, N))).astype(dtype)
+
+
+def run(mon, y, chunks=1, variables=("y", "v", "h"), extra=None, end=True):
+    """Drive a monitor over y (T, B, N) in ``chunks`` pieces."""
+    T, B, N = y.shape
+    mon.start_run("pop", N, B, T, y.dtype, variables)
+    bounds = np.linspace(0, T, chunks + 1).astype(int)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        data = {"y": y[a:b]}
+        for k, v in (extra or {}).items():
+            data[k] = v[a:b]
+        mon.record(int(a), data)
+    if end:
+        mon.end_run()
+    return mon
+
+
+def nonzero_columns(y, units=None):
+    if units is not None:
+        y = y[:, :, units]
+    t, b, k = np.nonzero(y)
+    unit = k if units is None else np.asarray(units)[k]
+    return t, unit, b, y[t, b, k]
+
+
+# --------------------------------------------------------------------------
+# Event monitor: extraction
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(30, 3, 11), (7, 1, 5), (1, 5, 1)])
+@pytest.mark.parametrize("chunks", [1, 4])
+def test_events_equal_nonzero(dtype, shape, chunks):
+    T = shape[0]
+    y = random_y(*shape, dtype=dtype)
+    mon = run(EventMonitor(), y, chunks=min(chunks, T))
+    t, unit, b, val = nonzero_columns(y)
+    np.testing.assert_array_equal(mon.step, t)
+    np.testing.assert_array_equal(mon.unit, unit)
+    np.testing.assert_array_equal(mon.batch_index, b)
+    np.testing.assert_array_equal(mon.value, val)
+    assert mon.value.dtype == dtype
+    assert mon.step.dtype == np.int64 and mon.unit.dtype == np.int32
+    assert mon.n_events == np.count_nonzero(y)
+    assert mon.n_steps == T
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_no_events_and_all_events(p):
+    y = random_y(p=p)
+    mon = run(EventMonitor(), y)
+    assert mon.n_events == np.count_nonzero(y)
+    np.testing.assert_array_equal(mon.to_dense(), y)
+    np.testing.assert_array_equal(mon.counts(), np.count_nonzero(y, axis=0))
+
+
+def test_to_dense_counts_rates_round_trip():
+    y = random_y(T=25, B=4, N=9)
+    mon = run(EventMonitor(dt=0.5), y, chunks=3)
+    np.testing.assert_array_equal(mon.to_dense(), y)
+    np.testing.assert_array_equal(mon.counts(), np.count_nonzero(y, axis=0))
+    np.testing.assert_allclose(mon.rates(), np.count_nonzero(y, axis=0) / (25 * 0.5))
+    np.testing.assert_allclose(mon.rates(dt=1e-3), np.count_nonzero(y, axis=0) / 25e-3)
+
+
+def test_spike_trains():
+    y = random_y(T=20, B=2, N=6)
+    mon = run(EventMonitor(), y)
+    for b in range(2):
+        trains = mon.spike_trains(batch=b)
+        assert sorted(trains) == list(range(6))
+        with_values = mon.spike_trains(batch=b, values=True)
+        for u in range(6):
+            want = np.nonzero(y[:, b, u])[0]
+            np.testing.assert_array_equal(trains[u], want)
+            steps, vals = with_values[u]
+            np.testing.assert_array_equal(steps, want)
+            np.testing.assert_array_equal(vals, y[want, b, u])
+    with pytest.raises(ValueError, match="batch"):
+        mon.spike_trains(batch=2)
+
+
+def test_unit_subset():
+    y = random_y(T=15, B=2, N=10)
+    units = [2, 5, 7]
+    mon = run(EventMonitor(units=[7, 2, 5]), y, chunks=2)  # kept sorted
+    t, unit, b, val = nonzero_columns(y, units)
+    np.testing.assert_array_equal(mon.step, t)
+    np.testing.assert_array_equal(mon.unit, unit)
+    np.testing.assert_array_equal(mon.value, val)
+    np.testing.assert_array_equal(mon.units, units)
+    np.testing.assert_array_equal(mon.to_dense(), y[:, :, units])
+    np.testing.assert_array_equal(mon.counts(), np.count_nonzero(y[:, :, units], axis=0))
+    assert sorted(mon.spike_trains(1)) == sorted(units)
+
+
+def test_unit_subset_checks():
+    with pytest.raises(ValueError, match="units"):
+        EventMonitor(units=[1, 1])
+    with pytest.raises(ValueError, match="units"):
+        EventMonitor(units=[-1])
+    mon = EventMonitor("pop", units=[3, 12])
+    with pytest.raises(ValueError, match="12"):
+        mon.start_run("pop", 10, 1, 5, "float32", ("y",))
+
+
+def event_lists(y, rng):
+    """Kernel-style event lists (idx, cnt) for y, each list in shuffled order."""
+    T, B, N = y.shape
+    idx = np.full((T + 1, B, N), -1, np.int32)
+    cnt = np.zeros((T + 1, B), np.int32)
+    for t in range(T):
+        for b in range(B):
+            units = rng.permutation(np.nonzero(y[t, b])[0])
+            idx[t + 1, b, :units.size] = units
+            cnt[t + 1, b] = units.size
+    return idx, cnt
+
+
+def test_events_from_kernel_lists():
+    rng = np.random.default_rng(3)
+    y = random_y(T=12, B=3, N=8)
+    idx, cnt = event_lists(y, rng)
+    # an event of value exactly 0 (v = 0 > thr < 0) is seen only through the lists
+    t0, b0 = 4, 1
+    u0 = int(np.nonzero(y[t0, b0] == 0)[0][0])
+    idx[t0 + 1, b0, cnt[t0 + 1, b0]] = u0
+    cnt[t0 + 1, b0] += 1
+    for units in (None, sorted({6, 0, 3, u0})):
+        mon = EventMonitor(units=units)
+        mon.start_run("pop", 8, 3, 12, "float64", None)
+        mon.record(0, {"y": y, "events": (idx, cnt)})
+        want = set(zip(*nonzero_columns(y, units)[:3], strict=True))
+        if units is None or u0 in units:
+            want.add((t0, u0, b0))
+        got = list(zip(mon.step, mon.unit, mon.batch_index, strict=True))
+        assert set(got) == want
+        order = np.lexsort((mon.unit, mon.batch_index, mon.step))
+        np.testing.assert_array_equal(order, np.arange(len(order)))
+        np.testing.assert_array_equal(mon.value, y[mon.step, mon.batch_index, mon.unit])
+
+
+def test_event_lists_without_initial_slot():
+    rng = np.random.default_rng(4)
+    y = random_y(T=9, B=2, N=5)
+    idx, cnt = event_lists(y, rng)
+    mon = EventMonitor()
+    mon.start_run("pop", 5, 2, 9, "float64", None)
+    mon.record(0, {"y": y[:4], "events": (idx[1:5], cnt[1:5])})
+    mon.record(4, {"y": y[4:], "events": (idx[5:], cnt[5:])})
+    np.testing.assert_array_equal(mon.to_dense(), y)
+    np.testing.assert_array_equal(mon.step, nonzero_columns(y)[0])
+
+
+def test_mismatched_event_lists_fall_back_to_y():
+    y = random_y(T=6, B=2, N=4)
+    mon = EventMonitor()
+    mon.start_run("pop", 4, 2, 6, "float64", None)
+    bad = (np.zeros((3, 2, 4), np.int32), np.zeros((3, 2), np.int32))
+    mon.record(0, {"y": y, "events": bad})
+    assert mon.n_events == np.count_nonzero(y)
+
+
+def test_record_checks():
+    mon = EventMonitor("pop")
+    with pytest.raises(RuntimeError, match="start_run"):
+        mon.record(0, {"y": np.zeros((2, 1, 3))})
+    mon.start_run("pop", 3, 1, 2, "float32", None)
+    with pytest.raises(ValueError, match=r"shape \(steps, 1, 3\)"):
+        mon.record(0, {"y": np.zeros((2, 2, 3))})
+    with pytest.raises(ValueError, match="one monitor per population"):
+        mon.start_run("other", 3, 1, 2, "float32", None)
+
+
+def test_runs_reset_or_append():
+    y1, y2 = random_y(T=10, seed=1), random_y(T=7, seed=2)
+    mon = EventMonitor()
+    run(mon, y1)
+    run(mon, y2)
+    np.testing.assert_array_equal(mon.to_dense(), y2)
+    assert mon.run_starts == [0]
+
+    mon = EventMonitor(append=True)
+    run(mon, y1)
+    run(mon, y2)
+    np.testing.assert_array_equal(mon.to_dense(), np.concatenate([y1, y2]))
+    assert mon.run_starts == [0, 10] and mon.n_steps == 17
+    with pytest.raises(ValueError, match="append=True"):
+        run(mon, random_y(T=5, N=3))
+    assert mon.n_steps == 17  # the refused run changed nothing
+
+
+# --------------------------------------------------------------------------
+# Event monitor: bounded memory
+
+
+def test_overflow_warns_and_keeps_first_events():
+    y = random_y(T=40, B=2, N=10, p=0.3)
+    total = np.count_nonzero(y)
+    mon = EventMonitor(max_events=50)
+    with pytest.warns(RuntimeWarning, match="max_events=50"):
+        run(mon, y, chunks=5)
+    assert mon.n_events == 50 and mon.n_dropped == total - 50
+    t, unit, b, val = nonzero_columns(y)
+    np.testing.assert_array_equal(mon.step, t[:50])
+    np.testing.assert_array_equal(mon.unit, unit[:50])
+    np.testing.assert_array_equal(mon.value, val[:50])
+
+
+def test_overflow_raise_keeps_data():
+    y = random_y(T=40, B=2, N=10, p=0.3)
+    mon = EventMonitor(max_events=30, on_overflow="raise")
+    mon.start_run("pop", 10, 2, 40, "float64", None)
+    with pytest.raises(MonitorOverflowError, match="max_events=30"):
+        for t in range(40):
+            mon.record(t, {"y": y[t:t + 1]})
+    assert mon.n_events == 30
+    np.testing.assert_array_equal(mon.value, nonzero_columns(y)[3][:30])
+
+
+def test_buffer_grows_by_doubling():
+    y = random_y(T=300, B=4, N=50, p=0.3)
+    mon = EventMonitor()
+    mon.start_run("pop", 50, 4, 300, "float64", None)
+    caps = set()
+    for t in range(300):
+        mon.record(t, {"y": y[t:t + 1]})
+        caps.add(len(mon._buf.arrays["step"]))
+    assert len(caps) <= 10  # amortised: few reallocations for ~18000 events
+    np.testing.assert_array_equal(mon.to_dense(), y)
+
+
+# --------------------------------------------------------------------------
+# Event monitor: HDF5
+
+
+def test_save_load_round_trip(tmp_path):
+    y = random_y(T=20, B=2, N=7).astype(np.float32)
+    mon = run(EventMonitor(units=[1, 4, 6], dt=0.25), y)
+    mon.save(tmp_path / "ev.h5")
+    back = EventMonitor.load(tmp_path / "ev.h5")
+    for k in ("step", "unit", "batch", "value"):
+        np.testing.assert_array_equal(back.events[k], mon.events[k])
+    np.testing.assert_array_equal(back.units, [1, 4, 6])
+    assert back.dt == 0.25 and back.n_steps == 20 and back.pop_name == "pop"
+    np.testing.assert_array_equal(back.to_dense(), y[:, :, [1, 4, 6]])
+    assert back.value.dtype == np.float32
+    assert isinstance(monitors.load(tmp_path / "ev.h5"), EventMonitor)
+
+
+def test_save_empty(tmp_path):
+    mon = run(EventMonitor(), random_y(p=0.0))
+    mon.save(tmp_path / "empty.h5")
+    back = load_events(tmp_path / "empty.h5")
+    assert back.n_events == 0 and back.to_dense().shape == (30, 3, 11)
+
+
+@pytest.mark.parametrize("flush_every", [1, 3])
+def test_stream_round_trip(tmp_path, flush_every):
+    y = random_y(T=30, B=3, N=11)
+    path = tmp_path / "stream.h5"
+    mon = run(EventMonitor(path=path, flush_every=flush_every), y, chunks=6)
+    assert mon._buf.n == 0  # nothing held in memory
+    with h5py.File(path, "r") as f:
+        assert bool(f.attrs["complete"]) and int(f.attrs["n_events"]) == np.count_nonzero(y)
+        assert f["step"].maxshape == (None,) and f["step"].chunks is not None
+    back = load_events(path)
+    np.testing.assert_array_equal(back.to_dense(), y)
+    np.testing.assert_array_equal(mon.to_dense(), y)  # the live monitor reads its file
+
+
+def test_stream_readable_mid_run(tmp_path):
+    y = random_y(T=30, B=3, N=11)
+    path = tmp_path / "live.h5"
+    mon = EventMonitor(path=path)
+    mon.start_run("pop", 11, 3, 30, "float64", None)
+    mon.record(0, {"y": y[:10]})
+    mon.record(10, {"y": y[10:20]})
+    assert mon.n_events == np.count_nonzero(y[:20])
+    copy = tmp_path / "copy.h5"
+    shutil.copy(path, copy)  # what a reader sees while the run goes on
+    with pytest.warns(RuntimeWarning, match="did not finish"):
+        back = load_events(copy)
+    np.testing.assert_array_equal(back.to_dense()[:20], y[:20])
+    assert back.n_events == np.count_nonzero(y[:20])
+    mon.record(20, {"y": y[20:]})
+    mon.end_run()
+    np.testing.assert_array_equal(load_events(path).to_dense(), y)
+
+
+def test_stream_survives_crash(tmp_path):
+    """A process killed mid-run leaves the file readable up to its last record."""
+    path = tmp_path / "crash.h5"
+    script = textwrap.dedent(f"""
+        import os
+        import numpy as np
+        from evsim.monitors import EventMonitor
+        y = np.zeros((10, 2, 5)); y[::2, 1, 3] = 1.5; y[1, 0, 0] = 0.5
+        mon = EventMonitor(path={str(path)!r})
+        mon.start_run("pop", 5, 2, 10, "float64", None)
+        mon.record(0, {{"y": y[:4]}})
+        mon.record(4, {{"y": y[4:8]}})
+        os._exit(3)   # crash: no end_run, no close, no interpreter cleanup
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    with pytest.warns(RuntimeWarning, match="did not finish"):
+        back = load_events(path)
+    assert back.n_events == 5  # steps 0, 2, 4, 6 of unit 3 and step 1 of unit 0
+    np.testing.assert_array_equal(back.spike_trains(1)[3], [0, 2, 4, 6])
+    np.testing.assert_array_equal(back.spike_trains(0, values=True)[0][1], [0.5])
+
+
+def test_stream_append_runs(tmp_path):
+    y1, y2 = random_y(T=8, seed=1), random_y(T=5, seed=2)
+    path = tmp_path / "runs.h5"
+    mon = EventMonitor(path=path, append=True)
+    run(mon, y1)
+    run(mon, y2)
+    back = load_events(path)
+    np.testing.assert_array_equal(back.to_dense(), np.concatenate([y1, y2]))
+    assert back.run_starts == [0, 8]
+
+
+def test_stream_with_max_events(tmp_path):
+    y = random_y(T=20, p=0.5)
+    path = tmp_path / "cap.h5"
+    mon = EventMonitor(path=path, max_events=40)
+    with pytest.warns(RuntimeWarning, match="max_events"):
+        run(mon, y, chunks=4)
+    back = load_events(path)
+    assert back.n_events == 40 and back.n_dropped == np.count_nonzero(y) - 40
+
+
+# --------------------------------------------------------------------------
+# Foreign and damaged files
+
+
+def test_plain_text_file(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("this is not HDF5\n")
+    with pytest.raises(FileFormatError, match="not a readable HDF5"):
+        load_events(path)
+    with pytest.raises(FileFormatError, match="not a readable HDF5"):
+        monitors.load(path)
+
+
+def test_foreign_hdf5(tmp_path):
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("step", data=np.arange(3))
+    with pytest.raises(FileFormatError, match="not one written by evsim"):
+        load_events(path)
+    with pytest.raises(FileFormatError, match="not an evsim file"):
+        monitors.load(path)
+
+
+def test_wrong_kind(tmp_path):
+    y = random_y()
+    st = run(StateMonitor(variables="v"), y, extra={"v": y})
+    st.save(tmp_path / "state.h5")
+    with pytest.raises(FileFormatError, match="expected 'events'"):
+        load_events(tmp_path / "state.h5")
+
+
+def test_truncated_file(tmp_path):
+    y = random_y(T=200, B=4, N=50)
+    path = tmp_path / "ev.h5"
+    run(EventMonitor(), y).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError):
+        load_events(path)
+
+
+def test_events_file_missing_dataset(tmp_path):
+    path = tmp_path / "ev.h5"
+    run(EventMonitor(), random_y()).save(path)
+    with h5py.File(path, "a") as f:
+        del f["value"]
+    with pytest.raises(FileFormatError, match="value"):
+        load_events(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_events(tmp_path / "nope.h5")
+
+
+# --------------------------------------------------------------------------
+# State monitor
+
+
+@pytest.mark.parametrize("every", [1, 3, 7])
+@pytest.mark.parametrize("chunks", [1, 5, 23])
+def test_state_every_k(every, chunks):
+    rng = np.random.default_rng(0)
+    T, B, N = 23, 2, 6
+    v, h = rng.normal(size=(2, T, B, N))
+    mon = run(StateMonitor(variables=["v", "h"], every=every), random_y(T, B, N),
+              chunks=chunks, extra={"v": v, "h": h})
+    np.testing.assert_array_equal(mon.times, np.arange(0, T, every))
+    np.testing.assert_array_equal(mon.data["v"], v[::every])
+    np.testing.assert_array_equal(mon["h"], h[::every])
+
+
+def test_state_unit_subset_and_append():
+    rng = np.random.default_rng(1)
+    v1, v2 = rng.normal(size=(10, 2, 5)), rng.normal(size=(6, 2, 5))
+    mon = StateMonitor(variables="v", units=[0, 4], every=2, append=True)
+    run(mon, random_y(10, 2, 5), extra={"v": v1})
+    run(mon, random_y(6, 2, 5), extra={"v": v2})
+    both = np.concatenate([v1, v2])
+    np.testing.assert_array_equal(mon.times, np.arange(0, 16, 2))
+    np.testing.assert_array_equal(mon.data["v"], both[::2][:, :, [0, 4]])
+
+
+def test_state_unknown_variable_keeps_data():
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=(5, 1, 3))
+    mon = run(StateMonitor("pop", variables="v"), random_y(5, 1, 3), extra={"v": v})
+    bad = StateMonitor("pop", variables=["v", "w"])
+    with pytest.raises(ValueError, match=r"'w'.*exposes \('y', 'v', 'h'\)"):
+        bad.start_run("pop", 3, 1, 5, "float64", ("y", "v", "h"))
+    # a monitor refused at start_run keeps what it held
+    with pytest.raises(ValueError, match="exposes"):
+        mon.start_run("pop", 3, 1, 5, "float64", ("y",))
+    np.testing.assert_array_equal(mon.data["v"], v)
+    # without a variables list, record() names what the population gave
+    free = StateMonitor("pop", variables="i")
+    free.start_run("pop", 3, 1, 5, "float64", None)
+    with pytest.raises(ValueError, match=r"records \['i'\].*gave \['v', 'y'\]"):
+        free.record(0, {"y": v, "v": v})
+
+
+def test_state_options_checked():
+    with pytest.raises(ValueError, match="every"):
+        StateMonitor(every=0)
+    with pytest.raises(ValueError, match="variables"):
+        StateMonitor(variables=[])
+
+
+def test_state_save_load(tmp_path):
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(9, 2, 4)).astype(np.float32)
+    mon = run(StateMonitor(variables=["v"], units=[1, 3], every=2), random_y(9, 2, 4),
+              extra={"v": v})
+    mon.save(tmp_path / "st.h5")
+    back = StateMonitor.load(tmp_path / "st.h5")
+    np.testing.assert_array_equal(back.data["v"], v[::2][:, :, [1, 3]])
+    np.testing.assert_array_equal(back.times, mon.times)
+    np.testing.assert_array_equal(back.units, [1, 3])
+    assert isinstance(monitors.load(tmp_path / "st.h5"), StateMonitor)
+
+
+# --------------------------------------------------------------------------
+# Activity monitor
+
+
+def test_activity():
+    y = random_y(T=25, B=4, N=10, p=0.3)
+    mon = run(ActivityMonitor(), y, chunks=5)
+    frac = np.count_nonzero(y, axis=2) / 10
+    np.testing.assert_allclose(mon.activity_per_sample, frac)
+    np.testing.assert_allclose(mon.activity, frac.mean(axis=1))
+    assert mon.mean_activity == pytest.approx(np.count_nonzero(y) / y.size)
+
+
+def test_activity_backward_and_files(tmp_path):
+    mon = run(ActivityMonitor(), random_y())
+    mon.record_backward({"backward_sparsity": 0.75, "events": 3})
+    mon.record_backward(0.5)
+    assert mon.backward_sparsity == [0.75, 0.5]
+    with pytest.raises(ValueError, match="backward_sparsity"):
+        mon.record_backward({"events": 3})
+    mon.save(tmp_path / "act.h5")
+    back = ActivityMonitor.load(tmp_path / "act.h5")
+    np.testing.assert_allclose(back.activity, mon.activity)
+    assert back.backward_sparsity == [0.75, 0.5]
+    assert isinstance(monitors.load(tmp_path / "act.h5"), ActivityMonitor)
+
+
+# --------------------------------------------------------------------------
+# Factory
+
+
+def test_make_monitor():
+    assert isinstance(make_monitor("events", "p", units=[0]), EventMonitor)
+    st = make_monitor("state", "p", variables=["v"], every=2)
+    assert isinstance(st, StateMonitor) and st.required_variables == ("v",)
+    assert isinstance(make_monitor("activity", "p"), ActivityMonitor)
+    with pytest.raises(ValueError, match="kind"):
+        make_monitor("spikes", "p")
+    with pytest.raises(TypeError, match="EventMonitor"):
+        make_monitor("events", "p", variables=["v"])
+
+
+def test_record_is_vectorised_not_per_event():
+    """A large chunk records in about the time of np.nonzero on it (no Python loop)."""
+    import time
+
+    y = random_y(T=400, B=8, N=256, p=0.1, dtype=np.float32)
+    mon = EventMonitor()
+    mon.start_run("pop", 256, 8, 400, "float32", None)
+    start = time.perf_counter()
+    mon.record(0, {"y": y})
+    took = time.perf_counter() - start
+    assert mon.n_events == np.count_nonzero(y) > 50_000
+    assert took < 0.5

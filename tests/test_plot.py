@@ -1,0 +1,99 @@
+"""Plots: each function returns Axes holding one mark per recorded point."""
+
+import sys
+
+import numpy as np
+import pytest
+
+mpl = pytest.importorskip("matplotlib")
+mpl.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from evsim import plot  # noqa: E402
+from evsim.monitors import ActivityMonitor, EventMonitor, StateMonitor  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def recorded(T=30, B=2, N=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((T, B, N)) < 0.2) * rng.uniform(0.5, 1.0, (T, B, N))
+    v = rng.normal(size=(T, B, N))
+    ev, st, act = EventMonitor(), StateMonitor(variables=["v"], units=[1, 3, 5], every=2), \
+        ActivityMonitor()
+    for m in (ev, st, act):
+        m.start_run("pop", N, B, T, "float64", ("y", "v"))
+        m.record(0, {"y": y, "v": v})
+        m.end_run()
+    return y, v, ev, st, act
+
+
+def n_points(ax):
+    return sum(len(c.get_offsets()) for c in ax.collections)
+
+
+def test_raster_from_monitor_array_and_pair():
+    y, _, ev, _, _ = recorded()
+    for b in (0, 1):
+        ax = plot.raster(ev, batch=b)
+        assert isinstance(ax, plt.Axes)
+        assert n_points(ax) == np.count_nonzero(y[:, b])
+        x = ax.collections[0].get_offsets()[:, 0]
+        assert set(x.astype(int)) <= set(np.nonzero(y[:, b])[0])
+    assert n_points(plot.raster(y, batch=1)) == np.count_nonzero(y[:, 1])
+    assert n_points(plot.raster(y[:, 0])) == np.count_nonzero(y[:, 0])
+    t, u = np.nonzero(y[:, 0])
+    assert n_points(plot.raster((t, u))) == t.size
+    ax = plot.raster(ev, units=[0, 1], dt=0.5)
+    assert n_points(ax) == np.count_nonzero(y[:, 0, :2])
+    assert ax.get_xlabel() == "time"
+
+
+def test_raster_on_given_axes_and_bad_input():
+    y, _, ev, _, _ = recorded()
+    fig, (a, b) = plt.subplots(2)
+    assert plot.raster(ev, ax=b) is b
+    with pytest.raises(ValueError, match="batch"):
+        plot.raster(ev, batch=5)
+    with pytest.raises(TypeError, match="raster expects"):
+        plot.raster(np.zeros(5))
+
+
+def test_state_traces():
+    _, v, _, st, _ = recorded()
+    ax = plot.state_traces(st, "v")
+    assert isinstance(ax, plt.Axes)
+    assert len(ax.lines) == 3
+    np.testing.assert_array_equal(ax.lines[1].get_ydata(), v[::2, 0, 3])
+    np.testing.assert_array_equal(ax.lines[1].get_xdata(), np.arange(0, 30, 2))
+    ax = plot.state_traces(st, "v", units=[5], batch=1)
+    assert len(ax.lines) == 1
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), v[::2, 1, 5])
+    with pytest.raises(ValueError, match="not recorded"):
+        plot.state_traces(st, "v", units=[2])
+    with pytest.raises(ValueError, match="recorded"):
+        plot.state_traces(st, "h")
+
+
+def test_activity():
+    y, _, _, _, act = recorded()
+    ax = plot.activity(act)
+    assert isinstance(ax, plt.Axes) and len(ax.lines) == 1
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), np.count_nonzero(y, axis=2).mean(1) / 8)
+    ax = plot.activity([act, act], labels=["a", "b"])
+    assert len(ax.lines) == 2
+    ax = plot.activity(act, per_sample=True)
+    assert len(ax.lines) == 2 and len(ax.lines[0].get_xdata()) == 30
+
+
+def test_missing_matplotlib(monkeypatch):
+    _, _, ev, _, _ = recorded()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"pip install evsim\[plot\]"):
+        plot.raster(ev)
