@@ -1,4 +1,12 @@
-"""evsim: event-driven simulation and sparse training of activity-sparse recurrent networks."""
+"""evsim: event-driven simulation and sparse training of activity-sparse recurrent networks.
+
+Everything a user needs is importable from here:
+
+* the functional API on plain arrays: :func:`egru_forward`, :func:`egru_backward`, ...
+* the object model: :class:`Network` with populations (:class:`EGRU`, :class:`GRU`,
+  :class:`LIF`, inputs, :class:`Readout`), projections and monitors;
+* training (:mod:`evsim.training`), data sets (:mod:`evsim.data`), plots (:mod:`evsim.plot`).
+"""
 
 from evsim._version import __version__
 from evsim.functional import (
@@ -8,5 +16,38 @@ from evsim.functional import (
     gru_backward,
     gru_forward,
 )
+from evsim.network import ForwardPass, Network, RunResult
+from evsim.populations import (
+    EGRU,
+    GRU,
+    LIF,
+    DenseInput,
+    Embedding,
+    PoissonInput,
+    Population,
+    Readout,
+    SpikeInput,
+)
+from evsim.projections import Projection
 
-__all__ = ["__version__", "egru_forward", "egru_forward_drive", "egru_backward", "gru_forward", "gru_backward"]
+__all__ = [
+    "__version__",
+    "egru_forward",
+    "egru_forward_drive",
+    "egru_backward",
+    "gru_forward",
+    "gru_backward",
+    "Network",
+    "ForwardPass",
+    "RunResult",
+    "Projection",
+    "Population",
+    "EGRU",
+    "GRU",
+    "LIF",
+    "Readout",
+    "DenseInput",
+    "SpikeInput",
+    "PoissonInput",
+    "Embedding",
+]

@@ -135,61 +135,13 @@ def test_unit_subset_checks():
         mon.start_run("pop", 10, 1, 5, "float32", ("y",))
 
 
-def event_lists(y, rng):
-    """Kernel-style event lists (idx, cnt) for y, each list in shuffled order."""
-    T, B, N = y.shape
-    idx = np.full((T + 1, B, N), -1, np.int32)
-    cnt = np.zeros((T + 1, B), np.int32)
-    for t in range(T):
-        for b in range(B):
-            units = rng.permutation(np.nonzero(y[t, b])[0])
-            idx[t + 1, b, :units.size] = units
-            cnt[t + 1, b] = units.size
-    return idx, cnt
-
-
-def test_events_from_kernel_lists():
-    rng = np.random.default_rng(3)
-    y = random_y(T=12, B=3, N=8)
-    idx, cnt = event_lists(y, rng)
-    # an event of value exactly 0 (v = 0 > thr < 0) is seen only through the lists
-    t0, b0 = 4, 1
-    u0 = int(np.nonzero(y[t0, b0] == 0)[0][0])
-    idx[t0 + 1, b0, cnt[t0 + 1, b0]] = u0
-    cnt[t0 + 1, b0] += 1
-    for units in (None, sorted({6, 0, 3, u0})):
-        mon = EventMonitor(units=units)
-        mon.start_run("pop", 8, 3, 12, "float64", None)
-        mon.record(0, {"y": y, "events": (idx, cnt)})
-        want = set(zip(*nonzero_columns(y, units)[:3], strict=True))
-        if units is None or u0 in units:
-            want.add((t0, u0, b0))
-        got = list(zip(mon.step, mon.unit, mon.batch_index, strict=True))
-        assert set(got) == want
-        order = np.lexsort((mon.unit, mon.batch_index, mon.step))
-        np.testing.assert_array_equal(order, np.arange(len(order)))
-        np.testing.assert_array_equal(mon.value, y[mon.step, mon.batch_index, mon.unit])
-
-
-def test_event_lists_without_initial_slot():
-    rng = np.random.default_rng(4)
-    y = random_y(T=9, B=2, N=5)
-    idx, cnt = event_lists(y, rng)
-    mon = EventMonitor()
-    mon.start_run("pop", 5, 2, 9, "float64", None)
-    mon.record(0, {"y": y[:4], "events": (idx[1:5], cnt[1:5])})
-    mon.record(4, {"y": y[4:], "events": (idx[5:], cnt[5:])})
-    np.testing.assert_array_equal(mon.to_dense(), y)
-    np.testing.assert_array_equal(mon.step, nonzero_columns(y)[0])
-
-
-def test_mismatched_event_lists_fall_back_to_y():
+def test_event_lists_in_data_are_ignored():
     y = random_y(T=6, B=2, N=4)
     mon = EventMonitor()
     mon.start_run("pop", 4, 2, 6, "float64", None)
     bad = (np.zeros((3, 2, 4), np.int32), np.zeros((3, 2), np.int32))
     mon.record(0, {"y": y, "events": bad})
-    assert mon.n_events == np.count_nonzero(y)
+    np.testing.assert_array_equal(mon.to_dense(), y)
 
 
 def test_record_checks():
@@ -539,3 +491,53 @@ def test_record_is_vectorised_not_per_event():
     took = time.perf_counter() - start
     assert mon.n_events == np.count_nonzero(y) > 50_000
     assert took < 0.5
+
+
+# --------------------------------------------------------------------------
+# Driven by a network (skipped while evsim.network is not there)
+
+
+def _network_modules():
+    net_mod = pytest.importorskip("evsim.network")
+    pops = pytest.importorskip("evsim.populations")
+    return net_mod, pops
+
+
+@pytest.mark.parametrize("schedule", ["dag", "stepwise"])
+def test_monitors_in_a_network(schedule, tmp_path):
+    net_mod, pops = _network_modules()
+    net = net_mod.Network(seed=0, dtype="float64", progress=False)
+    net.add(pops.DenseInput("x", size=3))
+    net.add(pops.EGRU("egru", size=12))
+    net.connect("x", "egru")
+    ev = net.monitor("egru", "events")
+    sub = net.monitor("egru", "events", units=[1, 5], path=tmp_path / "s.h5")
+    st = net.monitor("egru", "state", variables=["v", "h"], units=[0, 4], every=3)
+    act = net.monitor("egru", "activity")
+    x = np.random.default_rng(0).normal(size=(17, 2, 3))
+    res = net.run({"x": x}, schedule=schedule)
+    y = res.outputs["egru"]
+    assert np.count_nonzero(y) > 0
+    np.testing.assert_array_equal(ev.to_dense(), y)
+    np.testing.assert_array_equal(load_events(tmp_path / "s.h5").to_dense(), y[:, :, [1, 5]])
+    np.testing.assert_array_equal(sub.to_dense(), y[:, :, [1, 5]])
+    assert st.data["v"].shape == (6, 2, 2)
+    np.testing.assert_array_equal(st.times, np.arange(0, 17, 3))
+    fired = y[::3][:, :, [0, 4]] != 0
+    # v crossed the threshold where a unit fired: y = v there
+    np.testing.assert_allclose(st.data["v"][fired], y[::3][:, :, [0, 4]][fired])
+    np.testing.assert_allclose(act.activity, np.count_nonzero(y, axis=2).mean(1) / 12)
+    assert ev.n_events == res.stats["egru"]["events"]
+
+
+def test_network_monitor_unknown_variable():
+    net_mod, pops = _network_modules()
+    net = net_mod.Network(seed=0)
+    net.add(pops.DenseInput("x", size=3))
+    net.add(pops.LIF("lif", size=4))
+    net.connect("x", "lif")
+    with pytest.raises(ValueError, match="'h'"):
+        net.monitor("lif", "state", variables=["h"])
+    ev = net.monitor("lif", "events")
+    net.run({"x": np.full((20, 1, 3), 2.0, np.float32)})
+    assert ev.n_events > 0 and set(np.unique(ev.value)) == {1.0}

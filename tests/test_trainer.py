@@ -1,0 +1,336 @@
+"""Trainer and checkpoints: exact resume, loss goes down, clear errors, crash safety."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from evsim import data, models
+from evsim.io import FileFormatError, atomic_h5
+from evsim.training import (
+    SGD,
+    Adam,
+    CheckpointMismatchError,
+    Trainer,
+    load_checkpoint,
+    save_checkpoint,
+)
+from evsim.training.checkpoint import generator_from_state
+
+
+@pytest.fixture(scope="module")
+def digits():
+    sp = data.load_digits(split=(96, 32, 32))
+    return sp.train, sp.valid, sp.test
+
+
+def make_net(hidden=8, seed=0, model="egru", **opts):
+    return models.sequence_classifier(8, hidden, 10, model=model, seed=seed, **opts)
+
+
+def make_trainer(net, **kw):
+    opts = dict(lr=1e-2, batch_size=16, activity_target=0.05, activity_strength=1.0,
+                progress=False)
+    opts.update(kw)
+    return Trainer(net, **opts)
+
+
+def strip_wall(history):
+    return [{k: v for k, v in h.items() if k != "wall_s"} for h in history]
+
+
+def assert_params_equal(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- #
+# resume == uninterrupted
+
+
+@pytest.mark.parametrize("noise", [False, True], ids=["plain", "zoneout+dropconnect"])
+def test_resume_equals_uninterrupted_run(tmp_path, digits, noise):
+    train, valid, _ = digits
+    opts = dict(zoneout=0.1, dropconnect=0.1) if noise else {}
+    straight = make_trainer(make_net(**opts))
+    straight.fit(train, valid, epochs=3)
+
+    path = tmp_path / "ckpt.h5"
+    first = make_trainer(make_net(**opts), checkpoint=path)
+    first.fit(train, valid, epochs=2)
+    # a fresh process: new network (same seed), new optimiser, new trainer
+    second = make_trainer(make_net(**opts), checkpoint=path)
+    second.fit(train, valid, epochs=3, resume=True)
+
+    assert second.epoch == 3
+    assert_params_equal(second.net.params(), straight.net.params())
+    assert strip_wall(second.history) == strip_wall(straight.history)
+    assert second.optimizer.num_steps == straight.optimizer.num_steps
+
+
+def test_resume_without_file_starts_from_scratch(tmp_path, digits):
+    train, valid, _ = digits
+    msgs = []
+    t = make_trainer(make_net(), checkpoint=tmp_path / "none.h5", log=msgs.append)
+    t.fit(train, valid, epochs=1, resume=True)
+    assert any("from scratch" in m for m in msgs)
+    assert load_checkpoint(tmp_path / "none.h5").epoch == 1
+
+
+def test_resume_needs_checkpoint_path(digits):
+    train, valid, _ = digits
+    with pytest.raises(ValueError, match="checkpoint"):
+        make_trainer(make_net()).fit(train, valid, epochs=1, resume=True)
+
+
+# --------------------------------------------------------------------------- #
+# learning
+
+
+def test_tiny_training_lowers_the_loss(digits):
+    train, valid, _ = digits
+    t = make_trainer(make_net(hidden=16), lr=2e-2)
+    before = t.evaluate(train)["loss"]
+    hist = t.fit(train, valid, epochs=4)
+    after = t.evaluate(train)["loss"]
+    assert after < before - 0.2
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert 0.0 < hist[-1]["train_activity"] < 1.0
+
+
+def test_evaluate_reports_costs(digits):
+    _, _, test = digits
+    t = make_trainer(make_net())
+    rng_before = t.net.rng_state()
+    r = t.evaluate(test, measure_backward=True)
+    for key in ("loss", "accuracy", "activity", "backward_sparsity", "fwd_macs",
+                "fwd_macs_dense", "bwd_macs", "bwd_macs_dense", "wall_s"):
+        assert key in r
+    assert 0 < r["fwd_macs"] <= r["fwd_macs_dense"]
+    assert 0 < r["bwd_macs"] <= r["bwd_macs_dense"]
+    assert 0.0 <= r["backward_sparsity"] <= 1.0
+    # the training-mode pass does not advance the network's random streams
+    assert_params_equal(t.net.rng_state(), rng_before)
+    assert np.isnan(t.evaluate(test)["backward_sparsity"])
+
+
+def test_gru_model_trains_with_full_activity(digits):
+    train, valid, _ = digits
+    t = make_trainer(make_net(model="gru"), activity_strength=0.0)
+    hist = t.fit(train, valid, epochs=1)
+    assert hist[0]["train_activity"] == 1.0
+    assert hist[0]["train_fwd_macs"] == hist[0]["train_fwd_macs_dense"]
+
+
+def test_thresholds_are_bounded(digits):
+    from evsim import config
+
+    train, _, _ = digits
+    net = make_net()
+    net.params()["egru.thr"][:] = 50.0  # out of range: projected at construction
+    t = make_trainer(net, optimizer=SGD(1.0))
+    lo, hi = config.THRESHOLD_RANGE
+    assert t.optimizer.bound_of("egru.thr") == (lo, hi)
+    assert net.params()["egru.thr"].max() <= hi
+    t.fit(train, epochs=1)
+    thr = net.params()["egru.thr"]
+    assert thr.min() >= lo and thr.max() <= hi
+
+
+def test_early_stopping(digits):
+    train, valid, _ = digits
+    # a learning rate so small that float32 weights do not move: no improvement
+    t = make_trainer(make_net(), lr=1e-12, patience=2, restore_best=True)
+    hist = t.fit(train, valid, epochs=10)
+    assert len(hist) == 3
+    assert t._best["stopped"]
+
+
+def test_regression_and_language_model_tasks():
+    ds = data.adding_problem(48, T=6, seed=0)
+    net = models.regressor(2, 8, 1)
+    t = Trainer(net, task="regress", batch_size=16, progress=False)
+    hist = t.fit(ds, ds, epochs=1)
+    assert np.isfinite(hist[0]["train_mse"]) and np.isfinite(hist[0]["valid_mse"])
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 12, 400)
+    lm = models.language_model(12, 6, 8)
+    t = Trainer(lm, task="lm", batch_size=4, bptt=10, progress=False,
+                activity_strength=1.0, activity_target=0.05)
+    hist = t.fit(ids, ids[:120], epochs=1)
+    assert 1.0 < hist[0]["valid_perplexity"] < 1000.0
+
+
+# --------------------------------------------------------------------------- #
+# bad input
+
+
+def test_labels_out_of_range(digits):
+    train, _, _ = digits
+    bad = data.Dataset(train.x, np.full(len(train), 11), 12, "twelve-classes")
+    with pytest.raises(ValueError, match="labels .* 0..9"):
+        make_trainer(make_net()).fit(bad, epochs=1)
+
+
+def test_input_size_and_type_mismatch(digits):
+    train, _, _ = digits
+    t = make_trainer(make_net())
+    wide = data.Dataset(np.zeros((4, 8, 5)), np.zeros(4, int), 10)
+    with pytest.raises(ValueError, match="5 input channels"):
+        t.fit(wide, epochs=1)
+    with pytest.raises(TypeError, match="Dataset"):
+        t.fit(train.x, epochs=1)
+    reg = data.adding_problem(8, 4)
+    with pytest.raises(ValueError, match="class labels"):
+        make_trainer(models.regressor(2, 4, 1)).fit(
+            data.Dataset(reg.x, np.zeros(8, int), 3), epochs=1)
+
+
+def test_sequences_longer_than_max_len(digits):
+    train, _, _ = digits
+    with pytest.raises(ValueError, match="max_len=4"):
+        make_trainer(make_net(), max_len=4).fit(train, epochs=1)
+
+
+def test_empty_data():
+    with pytest.raises(ValueError, match="empty"):
+        data.Dataset(np.zeros((0, 8, 8)), np.zeros(0, int), 10)
+    lm = models.language_model(12, 4, 4)
+    t = Trainer(lm, task="lm", batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        t.fit(np.zeros(1, np.int64), epochs=1)
+    with pytest.raises(ValueError, match="token ids"):
+        t.fit(np.full(50, 12), epochs=1)
+
+
+def test_bad_options():
+    net = make_net()
+    with pytest.raises(ValueError, match="task"):
+        Trainer(net, task="nope")
+    with pytest.raises(ValueError, match="readout='y'"):
+        Trainer(net, readout="y")
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(net, batch_size=0)
+    with pytest.raises(ValueError, match="activity_target"):
+        Trainer(net, activity_target=-1)
+
+
+# --------------------------------------------------------------------------- #
+# checkpoints
+
+
+def test_checkpoint_round_trip(tmp_path, digits):
+    train, valid, _ = digits
+    path = tmp_path / "c.h5"
+    t = make_trainer(make_net(), checkpoint=path, patience=3, restore_best=True)
+    t.fit(train, valid, epochs=2)
+    ck = load_checkpoint(path)
+    assert ck.epoch == 2
+    assert strip_wall(ck.history) == strip_wall(t.history)
+    assert ck.optimizer_name == "Adam"
+    assert ck.model_config["populations"][1]["kwargs"]["size"] == 8
+    assert_params_equal(ck.net_rng, t.net.rng_state())
+    assert ck.best_params is not None and set(ck.best_params) == set(t.net.params())
+    assert ck.trainer_state["epoch"] in (1, 2)
+    gen = generator_from_state(ck.trainer_rng)
+    assert gen.bit_generator.state == t._rng.bit_generator.state
+
+
+def test_generator_state_round_trip():
+    g = np.random.default_rng(123)
+    g.random(7)
+    h = generator_from_state(g.bit_generator.state)
+    np.testing.assert_array_equal(g.random(5), h.random(5))
+
+
+def test_checkpoint_from_another_model_shape(tmp_path, digits):
+    train, _, _ = digits
+    path = tmp_path / "c.h5"
+    make_trainer(make_net(hidden=8), checkpoint=path).fit(train, epochs=1)
+    other = make_trainer(make_net(hidden=12), checkpoint=path)
+    before = {k: v.copy() for k, v in other.net.params().items()}
+    with pytest.raises(CheckpointMismatchError, match=r"another model shape.*\(8, 24\)"):
+        other.fit(train, epochs=2, resume=True)
+    assert_params_equal(other.net.params(), before)  # nothing was changed
+    gru = make_trainer(make_net(hidden=8, model="gru"), checkpoint=path)
+    with pytest.raises(CheckpointMismatchError, match="another model"):
+        gru.load(path)
+    sgd = make_trainer(make_net(hidden=8), optimizer=SGD(0.1))
+    with pytest.raises(CheckpointMismatchError, match="Adam"):
+        sgd.load(path)
+
+
+def test_foreign_or_truncated_checkpoint(tmp_path):
+    net = make_net()
+    t = make_trainer(net)
+    foreign = tmp_path / "net.h5"
+    with atomic_h5(foreign, "network"):
+        pass
+    with pytest.raises(FileFormatError, match="expected 'checkpoint'"):
+        t.load(foreign)
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5 at all")
+    with pytest.raises(FileFormatError, match="not a readable HDF5"):
+        t.load(junk)
+    good = tmp_path / "good.h5"
+    save_checkpoint(good, net, Adam(1e-3), epoch=0)
+    raw = good.read_bytes()
+    (tmp_path / "cut.h5").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(FileFormatError):
+        t.load(tmp_path / "cut.h5")
+    with pytest.raises(FileNotFoundError):
+        t.load(tmp_path / "missing.h5")
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_killed_run_keeps_last_checkpoint(tmp_path, digits):
+    train, valid, _ = digits
+    path = tmp_path / "run.h5"
+    net = make_net()
+    t = make_trainer(net, checkpoint=path)
+    real_backward = net.backward
+    calls = {"n": 0}
+    n_batches = -(-len(train) // 16)
+
+    def dying_backward(fp, grads):
+        calls["n"] += 1
+        if calls["n"] == n_batches + 2:  # in the middle of epoch 2
+            raise Boom("killed")
+        return real_backward(fp, grads)
+
+    net.backward = dying_backward
+    with pytest.raises(Boom):
+        t.fit(train, valid, epochs=3)
+    ck = load_checkpoint(path)
+    assert ck.epoch == 1 and len(ck.history) == 1
+    assert glob.glob(os.path.join(tmp_path, "*.tmp")) == []
+
+    # restart from the checkpoint: the same result as a run never interrupted
+    resumed = make_trainer(make_net(), checkpoint=path)
+    resumed.fit(train, valid, epochs=3, resume=True)
+    straight = make_trainer(make_net())
+    straight.fit(train, valid, epochs=3)
+    assert_params_equal(resumed.net.params(), straight.net.params())
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, digits, monkeypatch):
+    train, _, _ = digits
+    path = tmp_path / "run.h5"
+    t = make_trainer(make_net(), checkpoint=path)
+    t.fit(train, epochs=1)
+    import evsim.training.checkpoint as ckmod
+
+    def broken(group, arrays):
+        raise Boom("disk died mid-write")
+
+    monkeypatch.setattr(ckmod, "save_arrays", broken)
+    with pytest.raises(Boom):
+        t.fit(train, epochs=2)
+    assert load_checkpoint(path).epoch == 1
+    assert glob.glob(os.path.join(tmp_path, "*.tmp")) == []
