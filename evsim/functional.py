@@ -64,6 +64,18 @@ class EGRUResult:
         ctx = self._ctx
         return (ctx["ev_idx"], ctx["ev_cnt"]) if "ev_idx" in ctx else None
 
+    def backward_active(self):
+        """(T, B, H) bool: units whose output can carry a gradient (fired, or
+        inside the surrogate band). None when the forward saved nothing."""
+        ctx = self._ctx
+        if ctx.get("dense_gru"):
+            return np.ones(self.y.shape, bool)
+        v = ctx.get("saved", {}).get("v")
+        if v is None or v.shape != self.y.shape:
+            return None
+        band = reference.surrogate(v, ctx["thr"], 1.0, ctx["support"]) > 0
+        return (self.c != 0) | band
+
 
 def egru_forward(x, W, R, bx, br, thr, h0=None, y0=None, *, damp=None, support=None,
                  training=True, backend="cpu", zoneout=0.0, zoneout_mask=None,

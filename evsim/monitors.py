@@ -811,7 +811,8 @@ class ActivityMonitor(_Monitor):
     activity : (n_steps,) fraction of units active per step, mean over samples.
     activity_per_sample : (n_steps, B) the same per sample.
     backward_sparsity : list of the values given to :meth:`record_backward`
-        (one per training step; each a float or an array).
+        (one per training step; each a float or an array). Kept across runs:
+        it is the history of training, not of one run.
     """
 
     kind = "activity"
@@ -849,14 +850,13 @@ class ActivityMonitor(_Monitor):
         """Store the backward sparsity of one training step.
 
         ``stats``: a population's stats dict (its ``"backward_sparsity"`` entry
-        is kept, the whole dict in ``backward_stats``) or a number.
+        is kept, NaN when absent; the whole dict goes to ``backward_stats``) or
+        a number. :meth:`Network.backward` calls it for attached monitors.
         """
         if isinstance(stats, dict):
-            if "backward_sparsity" not in stats:
-                raise ValueError("record_backward needs stats with a 'backward_sparsity' "
-                                 f"entry (from net.backward); got keys {sorted(stats)}")
+            # a population without the counter (an input) records NaN, never an error
             self.backward_stats.append(dict(stats))
-            self.backward_sparsity.append(stats["backward_sparsity"])
+            self.backward_sparsity.append(stats.get("backward_sparsity", float("nan")))
         else:
             self.backward_sparsity.append(float(stats))
 

@@ -230,12 +230,7 @@ class EGRU(Population):
     def _backward_mask(self, run):
         if self._gru:
             return None
-        res = run.saved
-        saved = res._ctx.get("saved")
-        v = saved.get("v") if isinstance(saved, dict) else None
-        if v is None or v.shape != res.y.shape:  # a backend that keeps no v: all units
-            return None
-        return (res.c != 0) | (np.abs(v - self.params["thr"]) * self.support < 1.0)
+        return run.saved.backward_active()  # None (all units) when nothing was saved
 
     def _backward(self, run, dy, extra):
         from evsim.functional import egru_backward

@@ -455,8 +455,9 @@ def test_activity_backward_and_files(tmp_path):
     mon.record_backward({"backward_sparsity": 0.75, "events": 3})
     mon.record_backward(0.5)
     assert mon.backward_sparsity == [0.75, 0.5]
-    with pytest.raises(ValueError, match="backward_sparsity"):
-        mon.record_backward({"events": 3})
+    mon.record_backward({"events": 3})
+    assert np.isnan(mon.backward_sparsity[-1])
+    mon.backward_sparsity.pop()
     mon.save(tmp_path / "act.h5")
     back = ActivityMonitor.load(tmp_path / "act.h5")
     np.testing.assert_allclose(back.activity, mon.activity)
@@ -541,3 +542,19 @@ def test_network_monitor_unknown_variable():
     ev = net.monitor("lif", "events")
     net.run({"x": np.full((20, 1, 3), 2.0, np.float32)})
     assert ev.n_events > 0 and set(np.unique(ev.value)) == {1.0}
+
+
+def test_activity_monitor_gets_backward_sparsity():
+    net_mod, pops = _network_modules()
+    net = net_mod.Network(seed=0, dtype="float64", progress=False)
+    net.add(pops.DenseInput("x", size=3))
+    net.add(pops.EGRU("egru", size=8, support=3.0, damp=3.0))
+    net.connect("x", "egru")
+    act = net.monitor("egru", "activity")
+    x = np.random.default_rng(0).normal(size=(9, 2, 3))
+    for _ in range(2):
+        fp = net.forward({"x": x}, training=True)
+        net.backward(fp, {"egru": np.ones((9, 2, 8))})
+    assert len(act.backward_sparsity) == 2
+    assert act.backward_sparsity[-1] == fp.stats["egru"]["backward_sparsity"]
+    assert 0.0 <= act.backward_sparsity[-1] <= 1.0

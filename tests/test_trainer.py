@@ -185,7 +185,7 @@ def test_input_size_and_type_mismatch(digits):
         t.fit(train.x, epochs=1)
     reg = data.adding_problem(8, 4)
     with pytest.raises(ValueError, match="class labels"):
-        make_trainer(models.regressor(2, 4, 1)).fit(
+        make_trainer(models.regressor(2, 4, 1), task="regress").fit(
             data.Dataset(reg.x, np.zeros(8, int), 3), epochs=1)
 
 

@@ -236,7 +236,7 @@ class Trainer:
         self._egru = {n: p.size for n, p in pops.items() if _is_egru(p)}
         self.batch_size = _pos_int("batch_size", batch_size)
         self.eval_batch_size = _pos_int("eval_batch_size", eval_batch_size, allow_none=True) \
-            or max(self.batch_size, 256)
+            or (self.batch_size if task == "lm" else max(self.batch_size, 256))
         self.activity_target = _nonneg("activity_target", activity_target)
         self.activity_strength = _nonneg("activity_strength", activity_strength)
         self.clip = None if clip is None else _nonneg("clip", clip) or None
@@ -285,9 +285,6 @@ class Trainer:
             if int(ids.min()) < 0 or (vocab is not None and hi >= vocab) or hi >= n_out:
                 raise ValueError(f"{role}: token ids must lie in [0, {min(vocab or n_out, n_out)})"
                                  f" (vocabulary size), got {ids.min()}..{hi}")
-            if ids.size // self.batch_size < 2:
-                raise ValueError(f"{role}: {ids.size} tokens are too few for batch_size="
-                                 f"{self.batch_size} streams")
             return ids
         if not isinstance(data, Dataset):
             raise TypeError(f"{role} must be an evsim.data.Dataset for task {self.task!r}, "
@@ -322,9 +319,12 @@ class Trainer:
         return data
 
     def _batches(self, data, batch_size, shuffle):
-        """Yield (x, target, lengths, valid_steps) and the number of batches."""
+        """Yield (x, target, lengths, valid_steps) and the number of batches.
+
+        For ``"lm"`` the windows of one pass continue each other: the network
+        starts from zero state at the first window only (truncated BPTT)."""
         if self.task == "lm":
-            streams = batchify(data, batch_size)
+            streams = batchify(data, min(batch_size, data.size // 2))
             n = -(-(streams.shape[0] - 1) // self.bptt)
             it = ((x, y, None, x.shape[0]) for x, y in
                   bptt_batches(streams, self.bptt, max_len=self.max_len))
@@ -364,8 +364,14 @@ class Trainer:
                 out_grads[name] = gy
         return loss, hits, n, penalty, out_grads
 
-    def _train_batch(self, x, target, lengths, meter):
-        fp = self.net.forward({self.input: x}, lengths=lengths, training=True)
+    def _forward(self, x, lengths, training, first):
+        """One forward pass; ``"lm"`` windows carry the state of the previous one."""
+        reset = first or self.task != "lm"
+        return self.net.forward({self.input: x}, lengths=lengths, training=training,
+                                reset=reset)
+
+    def _train_batch(self, x, target, lengths, first):
+        fp = self._forward(x, lengths, True, first)
         loss, hits, n, _, out_grads = self._loss_grads(fp, target, lengths)
         grads = self.net.backward(fp, out_grads)
         if self.clip:
@@ -403,17 +409,21 @@ class Trainer:
         rng_state = self.net.rng_state() if measure_backward else None
         batches, _ = self._batches(data, self.eval_batch_size, shuffle=False)
         try:
-            for x, target, lengths, steps in batches:
+            for i, (x, target, lengths, steps) in enumerate(batches):
                 steps = steps * x.shape[1] if lengths is None else int(lengths.sum())
-                res = self.net.forward({self.input: x}, lengths=lengths, training=False)
+                before = _copy_state(self.net.state)
+                res = self._forward(x, lengths, False, i == 0)
                 loss, hits, n, _ = self._loss(res.outputs[self.readout], target, lengths)
                 meter.add_loss(loss, hits, n)
                 meter.add_stats(self, res.stats, steps)
                 if measure_backward:
-                    fp = self.net.forward({self.input: x}, lengths=lengths, training=True)
+                    after = _copy_state(self.net.state)
+                    self.net.state = before
+                    fp = self._forward(x, lengths, True, i == 0)
                     _, _, _, _, out_grads = self._loss_grads(fp, target, lengths)
                     self.net.backward(fp, out_grads)
                     meter.add_stats(self, fp.stats, steps, backward=True)
+                    self.net.state = after
         finally:
             if rng_state is not None:
                 self.net.set_rng_state(rng_state)
@@ -471,9 +481,9 @@ class Trainer:
         desc = f"epoch {self.epoch + 1}/{epochs}"
         with tqdm(total=n_batches, desc=desc, disable=not self.progress, leave=False,
                   unit="batch", dynamic_ncols=True) as bar:
-            for x, target, lengths, steps in batches:
+            for i, (x, target, lengths, steps) in enumerate(batches):
                 steps = steps * x.shape[1] if lengths is None else int(lengths.sum())
-                fp, loss, hits, n = self._train_batch(x, target, lengths, meter)
+                fp, loss, hits, n = self._train_batch(x, target, lengths, i == 0)
                 meter.add_loss(loss, hits, n)
                 meter.add_stats(self, fp.stats, steps)
                 meter.add_stats(self, fp.stats, steps, backward=True)
@@ -548,6 +558,11 @@ class Trainer:
         self.best_params = ({k: np.array(v) for k, v in ckpt.best_params.items()}
                             if ckpt.best_params is not None else None)
         return ckpt
+
+
+def _copy_state(state):
+    """Copy of ``net.state`` (population -> {variable: array})."""
+    return {pop: {k: np.array(v) for k, v in st.items()} for pop, st in state.items()}
 
 
 def _jsonable(record):
