@@ -16,6 +16,13 @@ from evsim.functional import (
     gru_backward,
     gru_forward,
 )
+from evsim.monitors import (
+    ActivityMonitor,
+    EventMonitor,
+    MonitorOverflowError,
+    StateMonitor,
+    load_events,
+)
 from evsim.network import ForwardPass, Network, RunResult
 from evsim.populations import (
     EGRU,
@@ -50,4 +57,9 @@ __all__ = [
     "SpikeInput",
     "PoissonInput",
     "Embedding",
+    "EventMonitor",
+    "StateMonitor",
+    "ActivityMonitor",
+    "MonitorOverflowError",
+    "load_events",
 ]

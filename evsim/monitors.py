@@ -216,7 +216,15 @@ def _reading(path, kind):
     """open_checked, turning a damaged file met while reading into FileFormatError."""
     @contextlib.contextmanager
     def ctx():
-        f = open_checked(path, kind)
+        try:
+            f = open_checked(path, kind)
+        except FileFormatError as err:
+            if "lock" not in str(err):
+                raise
+            raise FileFormatError(
+                f"{os.fspath(path)} is open for writing by another process (a monitor "
+                f"streaming to it during a run?). Read it after the run, read a copy of it, "
+                f"or set the environment variable HDF5_USE_FILE_LOCKING=FALSE") from None
         try:
             yield f
         except (OSError, KeyError, ValueError, TypeError) as err:
@@ -256,7 +264,9 @@ class EventMonitor(_Monitor):
         call appends to resizable datasets and flushes, so memory stays bounded
         by one chunk and a crash leaves the file readable up to the last
         record. The file is written in place (it is the live log of the run);
-        its attribute ``complete`` becomes True at ``end_run``.
+        its attribute ``complete`` becomes True at ``end_run``. Another process
+        can read it mid-run from a copy (HDF5 locks a file open for writing),
+        or with ``HDF5_USE_FILE_LOCKING=FALSE``.
     flush_every : int
         With ``path``: write to the file and flush once every ``flush_every``
         record calls (default every call). Raise it in step-by-step runs with
@@ -613,9 +623,10 @@ class EventMonitor(_Monitor):
             1, len(cols["step"])))
         mon._buf.append(cols)
         if not bool(attrs.get("complete", True)):
-            warnings.warn(f"{os.fspath(path)}: the recording did not finish (the run was "
-                          f"interrupted); loaded the {len(cols['step'])} events flushed "
-                          f"before, up to step {mon.n_steps - 1}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{os.fspath(path)}: the recording did not finish (the run is "
+                          f"still going on, or was interrupted); loaded the "
+                          f"{len(cols['step'])} events flushed so far, steps "
+                          f"0..{mon.n_steps - 1}", RuntimeWarning, stacklevel=2)
         return mon
 
     def __repr__(self):

@@ -354,10 +354,12 @@ class Network:
         n_units = sum(p.size for p in order)
         show = self.progress if progress is None else progress
         show = (T * B * n_units > PROGRESS_MIN_WORK) if show is None else bool(show)
-        for name, mon in self.monitors:
-            pop = self.populations[name]
-            mon.start_run(name, pop.size, B, T, self.dtype, tuple(pop.variables))
+        started = []
         try:
+            for name, mon in self.monitors:
+                pop = self.populations[name]
+                mon.start_run(name, pop.size, B, T, self.dtype, tuple(pop.variables))
+                started.append(mon)
             if stepwise:
                 runs, pstats, pop_wall = self._run_stepwise(order, delayed, values, T, B,
                                                             lengths, training, states, show)
@@ -365,7 +367,7 @@ class Network:
                 runs, pstats, pop_wall = self._run_dag(order, values, T, B, lengths, training,
                                                        states, show)
         finally:
-            for _, mon in self.monitors:
+            for mon in started:  # a monitor that refused to start is not closed
                 mon.end_run()
         outputs, stats = {}, {}
         for pop in order:

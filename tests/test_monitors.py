@@ -4,6 +4,7 @@ The network drives monitors through start_run / record / end_run; these tests
 do the same by hand with random outputs.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -293,6 +294,30 @@ def test_stream_survives_crash(tmp_path):
     assert back.n_events == 5  # steps 0, 2, 4, 6 of unit 3 and step 1 of unit 0
     np.testing.assert_array_equal(back.spike_trains(1)[3], [0, 2, 4, 6])
     np.testing.assert_array_equal(back.spike_trains(0, values=True)[0][1], [0.5])
+
+
+def test_stream_locked_by_writer(tmp_path):
+    """Reading a live stream from another process names the lock and the ways out."""
+    path = tmp_path / "live.h5"
+    mon = EventMonitor(path=path)
+    mon.start_run("pop", 5, 1, 10, "float64", None)
+    mon.record(0, {"y": np.ones((3, 1, 5))})
+    code = textwrap.dedent(f"""
+        from evsim.io import FileFormatError
+        from evsim.monitors import load_events
+        try:
+            load_events({str(path)!r})
+        except FileFormatError as err:
+            print(err)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env)
+    mon.end_run()
+    if not proc.stdout:  # a file system without locks: the read simply worked
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert "open for writing" in proc.stdout and "HDF5_USE_FILE_LOCKING" in proc.stdout
 
 
 def test_stream_append_runs(tmp_path):

@@ -80,8 +80,10 @@ def main():
           f"({np.count_nonzero(y)} non-zero outputs)")
     print(f"activity: {activity.mean_activity:.3f} of unit-steps carry an event")
     if stats.get("fwd_macs_dense"):
-        print(f"recurrent work: {stats['fwd_macs']:,} multiply-adds done, "
-              f"{stats['fwd_macs_dense']:,} for a dense GRU "
+        # counted by the kernels: the recurrent product only over units that
+        # fired at the previous step (plus the dense input projection)
+        print(f"forward work: {stats['fwd_macs']:,} multiply-adds done, "
+              f"{stats['fwd_macs_dense']:,} for the dense equivalent "
               f"({stats['fwd_macs'] / stats['fwd_macs_dense']:.1%})")
 
     # Spike trains: for each unit, the steps at which it fired (sample 0).

@@ -114,16 +114,20 @@ class _Meter:
         self.loss = 0.0
         self.hits = 0.0
         self.n = 0  # loss weight: samples (last-step tasks) or tokens (lm)
+        self.penalty = 0.0
+        self.n_batches = 0
         self.events = 0
         self.unit_steps = 0
         self.bwd_active = 0.0
         self.bwd_unit_steps = 0
         self.counters = dict.fromkeys(self._COUNTERS, 0)
 
-    def add_loss(self, loss, hits, n):
+    def add_loss(self, loss, hits, n, penalty=0.0):
         self.loss += loss * n
         self.hits += hits * n
         self.n += n
+        self.penalty += penalty
+        self.n_batches += 1
 
     def add_stats(self, trainer, stats, valid_steps, backward=False):
         """Fold one batch's ``stats`` in; ``valid_steps`` = sum of the lengths."""
@@ -158,6 +162,7 @@ class _Meter:
             out["perplexity"] = math.exp(min(self.mean_loss, 700.0))
         if task == "regress":
             out["mse"] = self.mean_loss
+        out["penalty"] = self.penalty / self.n_batches if self.n_batches else 0.0
         out["activity"] = self.events / self.unit_steps if self.unit_steps else float("nan")
         out["backward_sparsity"] = (1.0 - self.bwd_active / self.bwd_unit_steps
                                     if self.bwd_unit_steps else float("nan"))
@@ -183,7 +188,8 @@ class Trainer:
     batch_size : int
         Training mini-batch size (streams for ``"lm"``).
     eval_batch_size : int, optional
-        Batch size of :meth:`evaluate` (default ``max(batch_size, 256)``).
+        Batch size of :meth:`evaluate` (default ``max(batch_size, 256)``;
+        ``batch_size`` for ``"lm"``, whose state carries across windows).
     activity_target, activity_strength : float
         Activity regulariser on every EGRU population
         (:func:`evsim.training.regularizers.activity_regularizer`, per unit):
@@ -372,12 +378,12 @@ class Trainer:
 
     def _train_batch(self, x, target, lengths, first):
         fp = self._forward(x, lengths, True, first)
-        loss, hits, n, _, out_grads = self._loss_grads(fp, target, lengths)
+        loss, hits, n, penalty, out_grads = self._loss_grads(fp, target, lengths)
         grads = self.net.backward(fp, out_grads)
         if self.clip:
             clip_grad_norm(grads, self.clip)
         self.optimizer.step(self.params, grads)
-        return fp, loss, hits, n
+        return fp, loss, hits, n, penalty
 
     # ------------------------------------------------------------------ #
     # public API
@@ -428,6 +434,7 @@ class Trainer:
             if rng_state is not None:
                 self.net.set_rng_state(rng_state)
         out = meter.metrics(self.task)
+        del out["penalty"]  # the regulariser is a training term
         out["wall_s"] = time.perf_counter() - t0
         return out
 
@@ -483,8 +490,8 @@ class Trainer:
                   unit="batch", dynamic_ncols=True) as bar:
             for i, (x, target, lengths, steps) in enumerate(batches):
                 steps = steps * x.shape[1] if lengths is None else int(lengths.sum())
-                fp, loss, hits, n = self._train_batch(x, target, lengths, i == 0)
-                meter.add_loss(loss, hits, n)
+                fp, loss, hits, n, penalty = self._train_batch(x, target, lengths, i == 0)
+                meter.add_loss(loss, hits, n, penalty)
                 meter.add_stats(self, fp.stats, steps)
                 meter.add_stats(self, fp.stats, steps, backward=True)
                 bar.update(1)
