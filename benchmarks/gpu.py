@@ -44,9 +44,8 @@ def _log(*a):
 def compile_only():
     """Compile every kernel variant of evsim.kernels.cuda for sm_90 with the real
     NVVM compiler; exit status 1 on any failure."""
-    from numba import cuda, typeof
-
     import numba.cuda.dispatcher as disp
+    from numba import cuda, typeof
 
     from evsim.kernels import cuda as kc
 
@@ -70,18 +69,26 @@ def compile_only():
             _log("FAIL", name, type(exc).__name__, str(exc)[:3000])
 
     for dt in (np.float32, np.float64):
-        f = lambda *s: np.zeros(s, dt)  # noqa: E731
+        f = lambda *s, dt=dt: np.zeros(s, dt)  # noqa: E731
         i32 = lambda *s: np.zeros(s, np.int32)  # noqa: E731
         L = np.full(B, T, np.int64)
         com = kc._common(np.dtype(dt))
         chk("fill", com.fill, f(5), 0)
         chk("fill int32", com.fill, i32(5), 0)
         chk("column_sums", com.column_sums, f(4, G), f(G))
-        chk("last_state", com.last_state, f(B, H), f(B, H), f(T, B, H), f(T, B, H), L,
-            f(B, H), f(B, H))
+        chk(
+            "last_state",
+            com.last_state,
+            f(B, H),
+            f(B, H),
+            f(T, B, H),
+            f(T, B, H),
+            L,
+            f(B, H),
+            f(B, H),
+        )
         chk("compact", com.compact, f(T, B, H), i32(T + 1, B, H), i32(T + 1, B), 0, 0)
-        chk("propagate", com.propagate, i32(T, B, H), i32(T, B), 0, f(T, B, H), f(H, 5),
-            f(T, B, 5))
+        chk("propagate", com.propagate, i32(T, B, H), i32(T, B), 0, f(T, B, H), f(H, 5), f(T, B, 5))
         chk("unit_count", com.unit_count, f(B, H), f(T, B, H), L, True, i32(H))
         chk("exclusive_scan", com.exclusive_scan, i32(H), i32(H + 1), 0)
         chk("unit_fill", com.unit_fill, f(B, H), f(T, B, H), L, True, i32(H + 1), i32(9), f(9))
@@ -95,14 +102,52 @@ def compile_only():
                 for save in (False, True):
                     k = kc._steps(np.dtype(dt), km, dg, save)
                     sv = [f(T, B, H) if save else f(1, 1, 1) for _ in range(5)]
-                    chk(f"fwd_step {np.dtype(dt)} keep{km} gru={dg} save={save}", k.fwd_step,
-                        0, f(T, B, G), f(H, G), f(G), f(H), f(B, H), f(B, H), keep, L,
-                        f(T, B, H), f(T, B, H), f(T, B, H), *sv, i32(T + 1, B, H),
-                        i32(T + 1, B), i32(B), np.zeros((B, 3), np.int64), 2, 0)
-                chk(f"bwd_step {np.dtype(dt)} keep{km} gru={dg}", k.bwd_step, 0, f(H, G),
-                    f(H), keep, L, 0.7, 1.0, *[f(T, B, H) for _ in range(6)], f(B, H),
-                    f(T, B, H), f(T, B, H), f(B, H), f(B, H), f(T, B, G), f(T, B, G), f(B, H),
-                    np.zeros(B, np.int64), 4, 0)
+                    chk(
+                        f"fwd_step {np.dtype(dt)} keep{km} gru={dg} save={save}",
+                        k.fwd_step,
+                        0,
+                        f(T, B, G),
+                        f(H, G),
+                        f(G),
+                        f(H),
+                        f(B, H),
+                        f(B, H),
+                        keep,
+                        L,
+                        f(T, B, H),
+                        f(T, B, H),
+                        f(T, B, H),
+                        *sv,
+                        i32(T + 1, B, H),
+                        i32(T + 1, B),
+                        i32(B),
+                        np.zeros((B, 3), np.int64),
+                        2,
+                        0,
+                    )
+                chk(
+                    f"bwd_step {np.dtype(dt)} keep{km} gru={dg}",
+                    k.bwd_step,
+                    0,
+                    f(H, G),
+                    f(H),
+                    keep,
+                    L,
+                    0.7,
+                    1.0,
+                    *[f(T, B, H) for _ in range(6)],
+                    f(B, H),
+                    f(T, B, H),
+                    f(T, B, H),
+                    f(B, H),
+                    f(B, H),
+                    f(T, B, G),
+                    f(T, B, G),
+                    f(B, H),
+                    np.zeros(B, np.int64),
+                    4,
+                    0,
+                )
     _log("compile failures:", fails)
     return 1 if fails else 0
 
@@ -138,8 +183,9 @@ class Problem:
         from evsim.kernels import cuda as kc
 
         thr = cuda.to_device(np.full(self.H, thr_value, self.dtype))
-        return kc.forward_device(self.a, self.R, self.br, thr, self.h0, self.y0, self.keep, 0,
-                                 self.lengths, False, save)
+        return kc.forward_device(
+            self.a, self.R, self.br, thr, self.h0, self.y0, self.keep, 0, self.lengths, False, save
+        )
 
     def calibrate(self, activity, rounds=4):
         """A threshold giving about ``activity`` events per unit and step."""
@@ -214,12 +260,15 @@ def bench(args):
     kc.require()
     dev = "simulator" if kc.simulator() else cuda.get_current_device().name
     dev = dev.decode() if isinstance(dev, bytes) else str(dev)
-    _log(f"device: {dev}; numba.cuda: {getattr(cuda, 'implementation', '?')}; "
-         f"threads per block {kc.config.THREADS_PER_BLOCK}")
+    _log(
+        f"device: {dev}; numba.cuda: {getattr(cuda, 'implementation', '?')}; "
+        f"threads per block {kc.config.THREADS_PER_BLOCK}"
+    )
     dtype = np.dtype(args.dtype).type
     start = time.perf_counter()
-    results = dict(device=dev, steps=args.steps, dtype=args.dtype, inputs=args.inputs, rows=[],
-                   crossover={})
+    results = dict(
+        device=dev, steps=args.steps, dtype=args.dtype, inputs=args.inputs, rows=[], crossover={}
+    )
     # the goal configuration first, so it is measured within any budget
     configs = [(b, h) for h in args.hidden for b in args.batch]
     configs.sort(key=lambda bh: (bh != (1, 4096), bh[0] * bh[1]))
@@ -233,12 +282,13 @@ def bench(args):
         except Exception as exc:
             _log(f"B={B} H={H}: cannot allocate ({type(exc).__name__}: {exc})")
             continue
-        dense_fn, dense_name = (None, "torch disabled") if args.no_torch else _torch_gru(
-            T, B, H, args.inputs, dtype)
+        dense_fn, dense_name = (
+            (None, "torch disabled") if args.no_torch else _torch_gru(T, B, H, args.inputs, dtype)
+        )
         if dense_fn is None:
             _log(f"  dense baseline: evsim kernel at 100 % activity ({dense_name})")
             dense_name = "evsim dense (all units fire)"
-            dense_fn = lambda: prob.forward(-1.0)  # noqa: E731
+            dense_fn = lambda p=prob: p.forward(-1.0)  # noqa: E731
         t_dense = _time(dense_fn, args.reps, cuda.synchronize)
         _log(f"B={B:4d} H={H:5d} T={T}: dense [{dense_name}] {t_dense * 1e3:9.3f} ms")
         acts, ratios = [], []
@@ -247,25 +297,40 @@ def bench(args):
                 _log("  time budget spent")
                 break
             thr, measured = prob.calibrate(act)
-            t_ev = _time(lambda thr=thr: prob.forward(thr), args.reps, cuda.synchronize)
+            t_ev = _time(lambda thr=thr, p=prob: p.forward(thr), args.reps, cuda.synchronize)
             ratio = t_dense / t_ev
             acts.append(measured)
             ratios.append(ratio)
-            results["rows"].append(dict(batch=B, hidden=H, steps=T, target_activity=act,
-                                        activity=measured, event_ms=t_ev * 1e3,
-                                        dense_ms=t_dense * 1e3, dense=dense_name,
-                                        speedup=ratio))
-            _log(f"   activity {measured * 100:6.2f} %  event {t_ev * 1e3:9.3f} ms  "
-                 f"dense/event {ratio:7.2f}x")
+            results["rows"].append(
+                dict(
+                    batch=B,
+                    hidden=H,
+                    steps=T,
+                    target_activity=act,
+                    activity=measured,
+                    event_ms=t_ev * 1e3,
+                    dense_ms=t_dense * 1e3,
+                    dense=dense_name,
+                    speedup=ratio,
+                )
+            )
+            _log(
+                f"   activity {measured * 100:6.2f} %  event {t_ev * 1e3:9.3f} ms  "
+                f"dense/event {ratio:7.2f}x"
+            )
         cross = crossover(acts, ratios)
         results["crossover"][f"B{B}_H{H}"] = cross
-        _log(f"   crossover (dense wins above): "
-             f"{'none in range' if cross is None else f'{cross * 100:.1f} %'}")
-        del prob
+        _log(
+            f"   crossover (dense wins above): "
+            f"{'none in range' if cross is None else f'{cross * 100:.1f} %'}"
+        )
+        prob = dense_fn = None  # free the device memory before the next size
     _log("\nsummary: dense / event (higher = event faster)")
     for row in results["rows"]:
-        _log(f"  B={row['batch']:4d} H={row['hidden']:5d} act={row['activity'] * 100:6.2f} % "
-             f"{row['speedup']:7.2f}x")
+        _log(
+            f"  B={row['batch']:4d} H={row['hidden']:5d} act={row['activity'] * 100:6.2f} % "
+            f"{row['speedup']:7.2f}x"
+        )
     for k, v in results["crossover"].items():
         _log(f"  crossover {k}: {'none in range' if v is None else f'{v * 100:.1f} %'}")
     return results
@@ -283,14 +348,18 @@ def main(argv=None):
     ap.add_argument("--max-seconds", type=float, default=240.0)
     ap.add_argument("--no-torch", action="store_true", help="use evsim's dense baseline")
     ap.add_argument("--out", default=None, help="JSON file for the results")
-    ap.add_argument("--compile-only", action="store_true",
-                    help="only compile every kernel to PTX (no GPU needed)")
+    ap.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="only compile every kernel to PTX (no GPU needed)",
+    )
     args = ap.parse_args(argv)
     if args.compile_only:
         return compile_only()
     results = bench(args)
-    out = args.out or (os.path.join(os.environ["OUT"], "gpu_bench.json")
-                       if os.environ.get("OUT") else None)
+    out = args.out or (
+        os.path.join(os.environ["OUT"], "gpu_bench.json") if os.environ.get("OUT") else None
+    )
     if out:
         with open(out, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -38,8 +38,9 @@ LAUNCH = [(16, 3)] if SIM else [(16, 3), (None, None)]
 
 
 def cuda_test(fn):
-    skip = pytest.mark.skipif(not RUNS, reason="no CUDA GPU here: run by "
-                              "test_cuda_suite_in_simulator under the simulator")
+    skip = pytest.mark.skipif(
+        not RUNS, reason="no CUDA GPU here: run by test_cuda_suite_in_simulator under the simulator"
+    )
     return pytest.mark.cuda(skip(fn))
 
 
@@ -107,7 +108,7 @@ def test_matches_cpu_and_reference(launch, size, activity, dtype):
     np.testing.assert_array_equal(cnt, ccnt)
     for s in range(T + 1):
         for b in range(B):
-            np.testing.assert_array_equal(idx[s, b, :cnt[s, b]], cidx[s, b, :ccnt[s, b]])
+            np.testing.assert_array_equal(idx[s, b, : cnt[s, b]], cidx[s, b, : ccnt[s, b]])
     # the saved state stays on the device between forward and backward
     assert hasattr(res._ctx["cuda_saved"]["v"], "copy_to_host")
 
@@ -143,9 +144,12 @@ def test_flags_match_reference(launch, flags):
         assert_results_equal(res, ref, 1e-10)
         return
     else:
-        kw = dict(zoneout_mask=(rng.random((T, B, H)) > 0.3).astype(p.dtype),
-                  dropconnect_mask=(rng.random((H, 3 * H)) > 0.2) / 0.8,
-                  lengths=np.array([3, 1, 2]), trace_alpha=0.7)
+        kw = dict(
+            zoneout_mask=(rng.random((T, B, H)) > 0.3).astype(p.dtype),
+            dropconnect_mask=(rng.random((H, 3 * H)) > 0.2) / 0.8,
+            lengths=np.array([3, 1, 2]),
+            trace_alpha=0.7,
+        )
         res = p.forward(backend="cuda", **kw)
         ref = p.forward(backend="reference", **kw)
         cot = cotangents(res, rng, trace=True)
@@ -172,7 +176,7 @@ def test_projection_kernels(launch, dtype):
     idx, cnt = ev_idx.copy_to_host(), ev_cnt.copy_to_host()
     for t in range(T):
         for b in range(B):
-            np.testing.assert_array_equal(idx[t, b, :cnt[t, b]], np.flatnonzero(y[t, b]))
+            np.testing.assert_array_equal(idx[t, b, : cnt[t, b]], np.flatnonzero(y[t, b]))
     out = kc._dev(out0.copy())
     kc.propagate_events(ev_idx, ev_cnt, y, W, out)
     tol = tol_for(dtype)
@@ -200,10 +204,27 @@ def test_clear_error_without_gpu():
 @pytest.mark.skipif(RUNS, reason="the cuda tests run directly in this process")
 def test_cuda_suite_in_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    cmd = [sys.executable, "-m", "pytest", os.path.abspath(__file__), "-m", "cuda", "-q",
-           "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        os.path.abspath(__file__),
+        "-m",
+        "cuda",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::DeprecationWarning",
+    ]
+    proc = subprocess.run(
+        cmd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
 
@@ -214,10 +235,12 @@ def test_kernels_compile_for_gpu():
     """Every kernel variant compiles to PTX with NVIDIA's real compiler (numba-cuda
     with NVVM, no GPU needed): the simulator does not type-check like it."""
     pytest.importorskip("numba_cuda")
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "benchmarks", "gpu.py")
-    proc = subprocess.run([sys.executable, script, "--compile-only"], capture_output=True,
-                          text=True, timeout=900)
+    script = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu.py"
+    )
+    proc = subprocess.run(
+        [sys.executable, script, "--compile-only"], capture_output=True, text=True, timeout=900
+    )
     if "NVVM" in proc.stdout + proc.stderr and "not found" in proc.stdout + proc.stderr:
         pytest.skip("numba-cuda without NVVM")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

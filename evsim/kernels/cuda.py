@@ -82,7 +82,8 @@ def _cuda():
         raise RuntimeError(
             "backend 'cuda' needs numba's CUDA target, which failed to import "
             f"({type(exc).__name__}: {exc}). Install it with `pip install evsim[cuda]` "
-            "(the numba-cuda package), or use backend='cpu'.") from exc
+            "(the numba-cuda package), or use backend='cpu'."
+        ) from exc
     return cuda
 
 
@@ -115,16 +116,17 @@ def require():
         return
     reason = "no CUDA GPU was found"
     try:
-        cuda.list_devices()
-    except Exception as exc:  # the driver's own words: library missing, no device, ...
-        text = " ".join(str(exc).split())
-        if "driver" in text.lower() and ("cannot be found" in text or "not found" in text):
+        cuda.gpus[0]  # the driver's own words: library missing, no device, ...
+    except Exception as exc:
+        text = " ".join(str(exc).split()).rstrip(" :")
+        if "driver" in text.lower() and "cannot be found" in text.lower():
             reason = "the NVIDIA CUDA driver library was not found"
         reason = f"{reason} ({type(exc).__name__}: {text})"
     raise RuntimeError(
         f"backend 'cuda' is not usable on this machine: {reason}. It needs an NVIDIA "
         "GPU with its driver and the numba-cuda package (`pip install evsim[cuda]`); "
-        "use backend='cpu' otherwise.")
+        "use backend='cpu' otherwise."
+    )
 
 
 # --------------------------------------------------------------------------
@@ -134,8 +136,10 @@ def require():
 def _tpb():
     tpb = int(config.THREADS_PER_BLOCK)
     if tpb < 1 or tpb > 1024 or tpb & (tpb - 1):
-        raise ValueError("config.THREADS_PER_BLOCK must be a power of two in [1, 1024], "
-                         f"got {config.THREADS_PER_BLOCK}")
+        raise ValueError(
+            "config.THREADS_PER_BLOCK must be a power of two in [1, 1024], "
+            f"got {config.THREADS_PER_BLOCK}"
+        )
     return tpb
 
 
@@ -381,12 +385,22 @@ def _common(dtype):
                 acc = alpha * acc + dtrace[t, b, j]
                 dy[t, b, j] += (1 - alpha) * acc
 
-    return SimpleNamespace(FT=FT, block_compact=block_compact, fill=fill,
-                           column_sums=column_sums, last_state=last_state, compact=compact,
-                           propagate=propagate, unit_count=unit_count,
-                           exclusive_scan=exclusive_scan, unit_fill=unit_fill,
-                           outer_events=outer_events, scale=scale, trace_fwd=trace_fwd,
-                           trace_bwd=trace_bwd)
+    return SimpleNamespace(
+        FT=FT,
+        block_compact=block_compact,
+        fill=fill,
+        column_sums=column_sums,
+        last_state=last_state,
+        compact=compact,
+        propagate=propagate,
+        unit_count=unit_count,
+        exclusive_scan=exclusive_scan,
+        unit_fill=unit_fill,
+        outer_events=outer_events,
+        scale=scale,
+        trace_fwd=trace_fwd,
+        trace_bwd=trace_bwd,
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -396,8 +410,12 @@ def _steps(dtype, keep_mode, dense_gru, save):
 
     _cuda()
     cell = _cell_device()
-    gates, fire, cell_backward, backward_active = (cell.gates, cell.fire, cell.backward,
-                                                   cell.backward_active)
+    gates, fire, cell_backward, backward_active = (
+        cell.gates,
+        cell.fire,
+        cell.backward,
+        cell.backward_active,
+    )
     com = _common(dtype)
     block_compact = com.block_compact
     FT = com.FT
@@ -414,8 +432,31 @@ def _steps(dtype, keep_mode, dense_gru, save):
         return ONE
 
     @cuda.jit
-    def fwd_step(t, a, R, br, thr, h0, y0, keep, lengths, y, h, c, v, z, r, g, qg,
-                 ev_idx, ev_cnt, done, counts, U, ioff):
+    def fwd_step(
+        t,
+        a,
+        R,
+        br,
+        thr,
+        h0,
+        y0,
+        keep,
+        lengths,
+        y,
+        h,
+        c,
+        v,
+        z,
+        r,
+        g,
+        qg,
+        ev_idx,
+        ev_cnt,
+        done,
+        counts,
+        U,
+        ioff,
+    ):
         """Step t of the event-driven forward.
 
         a (T, B, G) in: input drive. R (H, G) in. br (G,) in. thr (H,) in.
@@ -466,8 +507,16 @@ def _steps(dtype, keep_mode, dense_gru, save):
                     qr += shf[tpb + s * U + lane]
                     qgj += shf[2 * tpb + s * U + lane]
                 hprev = h0[b, j] if t == 0 else h[t - 1, b, j]
-                zj, rj, gj, vj = gates(a[t, b, j], a[t, b, H + j], a[t, b, 2 * H + j],
-                                       qz, qr, qgj, hprev, keep_value(keep, t, b, j))
+                zj, rj, gj, vj = gates(
+                    a[t, b, j],
+                    a[t, b, H + j],
+                    a[t, b, 2 * H + j],
+                    qz,
+                    qr,
+                    qgj,
+                    hprev,
+                    keep_value(keep, t, b, j),
+                )
                 cj, yj, hj = fire(vj, thr[j], dense_gru)
                 y[t, b, j] = yj
                 h[t, b, j] = hj
@@ -495,8 +544,32 @@ def _steps(dtype, keep_mode, dense_gru, save):
             cuda.syncthreads()
 
     @cuda.jit
-    def bwd_step(t, R, thr, keep, lengths, damp, support, c, v, z, r, g, qg, h0, h, dy,
-                 dh, dy_next, da, dq, dthr_b, counts, L, ioff):
+    def bwd_step(
+        t,
+        R,
+        thr,
+        keep,
+        lengths,
+        damp,
+        support,
+        c,
+        v,
+        z,
+        r,
+        g,
+        qg,
+        h0,
+        h,
+        dy,
+        dh,
+        dy_next,
+        da,
+        dq,
+        dthr_b,
+        counts,
+        L,
+        ioff,
+    ):
         """Step t of the sparse BPTT (t = -1: only dL/dy0).
 
         R (H, G) in. thr (H,) in. keep, lengths as in fwd_step.
@@ -551,9 +624,21 @@ def _steps(dtype, keep_mode, dense_gru, save):
                     hprev = h0[b, i] if t == 0 else h[t - 1, b, i]
                     rt = r[t, b, i]
                     dpz, dpr, dpg, dhp, dth = cell_backward(
-                        dy[t, b, i] + dy_next[b, i], dh[b, i], v[t, b, i], c[t, b, i],
-                        z[t, b, i], rt, g[t, b, i], qg[t, b, i], hprev, thr[i],
-                        keep_value(keep, t, b, i), damp, support, dense_gru)
+                        dy[t, b, i] + dy_next[b, i],
+                        dh[b, i],
+                        v[t, b, i],
+                        c[t, b, i],
+                        z[t, b, i],
+                        rt,
+                        g[t, b, i],
+                        qg[t, b, i],
+                        hprev,
+                        thr[i],
+                        keep_value(keep, t, b, i),
+                        damp,
+                        support,
+                        dense_gru,
+                    )
                     da[t, b, i] = dpz
                     da[t, b, H + i] = dpr
                     da[t, b, 2 * H + i] = dpg
@@ -593,8 +678,7 @@ def _zeros(shape, dtype):
     n = int(np.prod(shape))
     if n:
         flat = arr.reshape(n)
-        _common(np.dtype(np.float64)).fill[
-            _blocks((n + _tpb() - 1) // _tpb()), _tpb()](flat, 0)
+        _common(np.dtype(np.float64)).fill[_blocks((n + _tpb() - 1) // _tpb()), _tpb()](flat, 0)
     return arr
 
 
@@ -622,8 +706,7 @@ def _int_shared(tpb, fbytes_per_thread):
 # Forward and backward on device arrays
 
 
-def forward_device(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru=False,
-                   save=True):
+def forward_device(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru=False, save=True):
     """Run the event-driven forward on device arrays; returns a dict of device
     arrays ``y, h, c, h_last, y_last, v, z, r, g, qg, ev_idx, ev_cnt, counts``.
 
@@ -650,19 +733,51 @@ def forward_device(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru=Fa
     ioff, shm = _int_shared(tpb, 3 * dt.itemsize)
     grid = _blocks(B * ((H + U - 1) // U))
     for t in range(T):
-        k.fwd_step[grid, tpb, 0, shm](t, a, R, br, thr, h0, y0, keep, lengths, out["y"],
-                                      out["h"], out["c"], *(out[n] for n in _SAVED),
-                                      ev_idx, ev_cnt, done, counts, U, ioff)
+        k.fwd_step[grid, tpb, 0, shm](
+            t,
+            a,
+            R,
+            br,
+            thr,
+            h0,
+            y0,
+            keep,
+            lengths,
+            out["y"],
+            out["h"],
+            out["c"],
+            *(out[n] for n in _SAVED),
+            ev_idx,
+            ev_cnt,
+            done,
+            counts,
+            U,
+            ioff,
+        )
     out["h_last"] = _zeros((B, H), dt)
     out["y_last"] = _zeros((B, H), dt)
-    com.last_state[_grid1(B * H)](h0, y0, out["h"], out["y"], lengths, out["h_last"],
-                                  out["y_last"])
+    com.last_state[_grid1(B * H)](h0, y0, out["h"], out["y"], lengths, out["h_last"], out["y_last"])
     out.update(ev_idx=ev_idx, ev_cnt=ev_cnt, counts=counts)
     return out
 
 
-def backward_device(R, thr, keep, keep_mode, lengths, dense_gru, damp, support, saved,
-                    h0, y0, dy, dh, dy_next, rmask=None):
+def backward_device(
+    R,
+    thr,
+    keep,
+    keep_mode,
+    lengths,
+    dense_gru,
+    damp,
+    support,
+    saved,
+    h0,
+    y0,
+    dy,
+    dh,
+    dy_next,
+    rmask=None,
+):
     """Sparse BPTT on device arrays.
 
     saved: the dict of :func:`forward_device` (c, v, z, r, g, qg, h, y).
@@ -686,9 +801,32 @@ def backward_device(R, thr, keep, keep_mode, lengths, dense_gru, damp, support, 
     grid = _blocks((B * H + P - 1) // P)
     s = saved
     for t in range(T - 1, -2, -1):
-        k.bwd_step[grid, tpb, 0, shm](t, R, thr, keep, lengths, damp, support, s["c"], s["v"],
-                                      s["z"], s["r"], s["g"], s["qg"], h0, s["h"], dy, dh,
-                                      dy_next, da, dq, dthr_b, active, L, ioff)
+        k.bwd_step[grid, tpb, 0, shm](
+            t,
+            R,
+            thr,
+            keep,
+            lengths,
+            damp,
+            support,
+            s["c"],
+            s["v"],
+            s["z"],
+            s["r"],
+            s["g"],
+            s["qg"],
+            h0,
+            s["h"],
+            dy,
+            dh,
+            dy_next,
+            da,
+            dq,
+            dthr_b,
+            active,
+            L,
+            ioff,
+        )
     dbr = _zeros((G,), dt)
     com.column_sums[_grid1(G)](dq.reshape(T * B, G), dbr)
     dthr = _zeros((H,), dt)
@@ -696,8 +834,17 @@ def backward_device(R, thr, keep, keep_mode, lengths, dense_gru, damp, support, 
     dR, n_ev = _event_weight_grad(y0, s["y"], lengths, True, dq.reshape(T * B, G), dt)
     if rmask is not None:
         com.scale[_grid1(H * G)](dR, rmask)
-    return dict(drive=da, dq=dq, R=dR, br=dbr, thr=dthr, h0=dh, y0=dy_next,
-                active_rows=active, dR_events=n_ev)
+    return dict(
+        drive=da,
+        dq=dq,
+        R=dR,
+        br=dbr,
+        thr=dthr,
+        h0=dh,
+        y0=dy_next,
+        active_rows=active,
+        dR_events=n_ev,
+    )
 
 
 def _event_weight_grad(y0, y, lengths, shift, dout2, dt):
@@ -712,7 +859,7 @@ def _event_weight_grad(y0, y, lengths, shift, dout2, dt):
     off = _zeros((N + 1,), np.int32)
     ioff, shm = _int_shared(tpb, 0)
     com.exclusive_scan[1, tpb, 0, shm](cnt, off, ioff)
-    n_ev = int(off[N:N + 1].copy_to_host()[0])
+    n_ev = int(off[N : N + 1].copy_to_host()[0])
     ev_s = _zeros((max(n_ev, 1),), np.int32)
     ev_v = _zeros((max(n_ev, 1),), dt)
     com.unit_fill[_grid1(N)](y0, y, lengths, shift, off, ev_s, ev_v)
@@ -752,8 +899,9 @@ def propagate_events(ev_idx, ev_cnt, y, W, out, slot0=0):
     require()
     T, B, K = out.shape
     dt = np.dtype(out.dtype)
-    _common(dt).propagate[_grid1(T * B * K)](_dev(ev_idx), _dev(ev_cnt), int(slot0), _dev(y),
-                                             _dev(W), out)
+    _common(dt).propagate[_grid1(T * B * K)](
+        _dev(ev_idx), _dev(ev_cnt), int(slot0), _dev(y), _dev(W), out
+    )
     return out
 
 
@@ -781,17 +929,37 @@ def forward(ctx):
     require()
     a = ctx["a"]
     dev = {n: _dev(ctx[n]) for n in ("a", "Reff", "br", "thr", "h0", "y0", "keep", "lengths")}
-    d = forward_device(dev["a"], dev["Reff"], dev["br"], dev["thr"], dev["h0"], dev["y0"],
-                       dev["keep"], ctx["keep_mode"], dev["lengths"], ctx["dense_gru"],
-                       ctx["training"])
+    d = forward_device(
+        dev["a"],
+        dev["Reff"],
+        dev["br"],
+        dev["thr"],
+        dev["h0"],
+        dev["y0"],
+        dev["keep"],
+        ctx["keep_mode"],
+        dev["lengths"],
+        ctx["dense_gru"],
+        ctx["training"],
+    )
     out = {n: d[n].copy_to_host() for n in ("y", "h", "c", "h_last", "y_last")}
-    ctx.update(cuda_dev=dev, cuda_saved=d, y=out["y"], h=out["h"], c=out["c"],
-               ev_idx=d["ev_idx"].copy_to_host(), ev_cnt=d["ev_cnt"].copy_to_host())
+    ctx.update(
+        cuda_dev=dev,
+        cuda_saved=d,
+        y=out["y"],
+        h=out["h"],
+        c=out["c"],
+        ev_idx=d["ev_idx"].copy_to_host(),
+        ev_cnt=d["ev_cnt"].copy_to_host(),
+    )
     counts = d["counts"].copy_to_host()
     H = a.shape[2] // 3
     total = counts.sum(axis=0)
-    out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]),
-                        fwd_macs_dense=int(ctx["lengths"].sum()) * H * 3 * H)
+    out["stats"] = dict(
+        events=int(total[0]),
+        fwd_macs=int(total[1]),
+        fwd_macs_dense=int(ctx["lengths"].sum()) * H * 3 * H,
+    )
     return out
 
 
@@ -801,19 +969,34 @@ def backward(ctx, dy, dh, dy_last, stats):
     require()
     dev, saved = ctx["cuda_dev"], ctx["cuda_saved"]
     rmask = None if ctx["rmask"] is None else _dev(ctx["rmask"])
-    res = backward_device(dev["Reff"], dev["thr"], dev["keep"], ctx["keep_mode"],
-                          dev["lengths"], ctx["dense_gru"], ctx["damp"], ctx["support"],
-                          saved, dev["h0"], dev["y0"], _dev(dy), _dev(dh), _dev(dy_last),
-                          rmask)
+    res = backward_device(
+        dev["Reff"],
+        dev["thr"],
+        dev["keep"],
+        ctx["keep_mode"],
+        dev["lengths"],
+        ctx["dense_gru"],
+        ctx["damp"],
+        ctx["support"],
+        saved,
+        dev["h0"],
+        dev["y0"],
+        _dev(dy),
+        _dev(dh),
+        _dev(dy_last),
+        rmask,
+    )
     T, B, G = ctx["a"].shape
     H = G // 3
     lengths = ctx["lengths"]
     active = int(res["active_rows"].copy_to_host().sum())
     dense_rows = int(np.maximum(lengths - 1, 0).sum()) * H
-    stats.update(bwd_macs=active * G + res["dR_events"] * G,
-                 bwd_macs_dense=dense_rows * G + int(lengths.sum()) * H * G,
-                 backward_active=active / max(dense_rows, 1),
-                 backward_sparsity=1.0 - active / max(dense_rows, 1))
+    stats.update(
+        bwd_macs=active * G + res["dR_events"] * G,
+        bwd_macs_dense=dense_rows * G + int(lengths.sum()) * H * G,
+        backward_active=active / max(dense_rows, 1),
+        backward_sparsity=1.0 - active / max(dense_rows, 1),
+    )
     return {n: res[n].copy_to_host() for n in ("drive", "R", "br", "thr", "h0", "y0")}
 
 
