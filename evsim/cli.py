@@ -21,7 +21,7 @@ __all__ = ["TASK_DEFAULTS", "build_parser", "main"]
 # Per-task defaults, chosen by measurement (see the module docstring of
 # evsim.training.trainer and the report printed by `evsim train`).
 TASK_DEFAULTS = {
-    "digits": dict(hidden=64, epochs=20, batch_size=32, lr=1e-2, activity_target=0.05,
+    "digits": dict(hidden=96, epochs=20, batch_size=32, lr=1e-2, activity_target=0.05,
                    activity_strength=10.0),
     "digits-pixels": dict(hidden=64, epochs=30, batch_size=32, lr=5e-3, activity_target=0.05,
                           activity_strength=10.0),
@@ -63,7 +63,9 @@ def build_parser():
     t.add_argument("--embed", type=int, help="embedding width (ptb; default: hidden)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float, help="Adam learning rate")
+    t.add_argument("--lr", type=float, help="initial Adam learning rate")
+    t.add_argument("--lr-schedule", choices=("cosine", "none"), default="cosine",
+                   help="learning-rate decay over the epochs (default cosine, to 5 %%)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     t.add_argument("--backend", default="cpu", help="network backend (cpu, cuda)")
@@ -269,7 +271,7 @@ def cmd_train(args, out=print):
         activity_target=s["activity_target"], activity_strength=s["activity_strength"],
         clip=args.clip or None, progress=not args.no_progress, checkpoint=args.checkpoint,
         patience=args.patience, restore_best=True, max_len=args.max_len, bptt=args.bptt,
-        log=out)
+        lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule, log=out)
     size = len(train) if kind != "lm" else train.size
     out(f"evsim train: task {args.task} ({size} training {'tokens' if kind == 'lm' else 'samples'}"
         f"), model {args.model}, hidden {s['hidden']}, epochs {s['epochs']}, batch "

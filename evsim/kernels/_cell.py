@@ -12,22 +12,35 @@ for the CUDA kernels. The formulas are those of DESIGN.md section 1:
 
 A plain GRU (every unit emits its whole state every step) is the same cell with
 ``dense_gru`` set: c = 1, y = h' = v, no surrogate.
+
+Numeric constants are built with ``real`` (``float`` by default). A float
+literal such as ``1.0`` is a float64 in Numba and would promote float32
+arithmetic to float64 (half the vector width, conversions in the loop); the CPU
+kernels build a float32 copy with ``real=numpy.float32`` so float32 maths stays
+float32. The functions themselves stay plain scalar code (valid for CUDA).
 """
 
 from types import SimpleNamespace
 
 
-def build(jit, exp):
-    """Compile the cell functions with decorator ``jit`` and exponential ``exp``."""
+def build(jit, exp, real=float):
+    """Compile the cell functions with decorator ``jit`` and exponential ``exp``.
+
+    ``real`` converts the numeric constants (e.g. ``numpy.float32`` for a float32
+    build); the default keeps Python floats.
+    """
+    ZERO = real(0.0)
+    ONE = real(1.0)
+    TWO = real(2.0)
 
     @jit
     def sigmoid(x):
-        return 1.0 / (1.0 + exp(-x))
+        return ONE / (ONE + exp(-x))
 
     @jit
     def tanh(x):
         # tanh from the same exp keeps one transcendental primitive per backend.
-        return 2.0 / (1.0 + exp(-2.0 * x)) - 1.0
+        return TWO / (ONE + exp(-TWO * x)) - ONE
 
     @jit
     def gates(az, ar, ag, qz, qr, qg, h_prev, keep):
@@ -35,22 +48,22 @@ def build(jit, exp):
         z = sigmoid(az + qz)
         r = sigmoid(ar + qr)
         g = tanh(ag + r * qg)
-        v = z * h_prev + (1.0 - z) * g
-        v = keep * v + (1.0 - keep) * h_prev
+        v = z * h_prev + (ONE - z) * g
+        v = keep * v + (ONE - keep) * h_prev
         return z, r, g, v
 
     @jit
     def fire(v, thr, dense_gru):
         """Event flag c, graded output y and the reset state h."""
         if dense_gru:
-            return 1.0, v, v
-        c = 1.0 if v > thr else 0.0
+            return ONE, v, v
+        c = ONE if v > thr else ZERO
         return c, c * v, v - c * thr
 
     @jit
     def surrogate(v, thr, damp, support):
         """Pseudo-derivative of the Heaviside, zero outside |v - thr| < 1/support."""
-        return damp * max(0.0, 1.0 - support * abs(v - thr))
+        return damp * max(ZERO, ONE - support * abs(v - thr))
 
     @jit
     def backward(dy, dh, v, c, z, r, g, qg, h_prev, thr, keep, damp, support, dense_gru):
@@ -62,17 +75,17 @@ def build(jit, exp):
         """
         if dense_gru:
             dv = dy + dh
-            dthr = 0.0
+            dthr = ZERO
         else:
             s = surrogate(v, thr, damp, support)
-            dv = dy * (c + v * s) + dh * (1.0 - thr * s)
+            dv = dy * (c + v * s) + dh * (ONE - thr * s)
             dthr = dh * (thr * s - c) - dy * v * s
-        dh_prev = (1.0 - keep) * dv
+        dh_prev = (ONE - keep) * dv
         dv = keep * dv
         dh_prev += dv * z
-        dpz = dv * (h_prev - g) * z * (1.0 - z)
-        dpg = dv * (1.0 - z) * (1.0 - g * g)
-        dpr = dpg * qg * r * (1.0 - r)
+        dpz = dv * (h_prev - g) * z * (ONE - z)
+        dpg = dv * (ONE - z) * (ONE - g * g)
+        dpr = dpg * qg * r * (ONE - r)
         return dpz, dpr, dpg, dh_prev, dthr
 
     @jit
@@ -80,7 +93,7 @@ def build(jit, exp):
         """True when dL/dy of this unit can be non-zero: fired or inside the band."""
         if dense_gru:
             return True
-        return v > thr or abs(v - thr) * support < 1.0
+        return v > thr or abs(v - thr) * support < ONE
 
     return SimpleNamespace(sigmoid=sigmoid, tanh=tanh, gates=gates, fire=fire,
                            surrogate=surrogate, backward=backward,

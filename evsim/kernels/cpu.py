@@ -10,17 +10,23 @@ output at slot s, where slot 0 holds the initial output y0 and slot t + 1 the
 output of step t. The recurrent drive of step t reads only the rows of R of the
 units listed in slot t.
 
-Parallel work is split over (sample, column block) pairs: at batch 1 the
-columns are the only parallel axis, at larger batches the samples are.
+Parallel work: the H units are cut into P blocks (one per thread); a work item
+is a (sample, unit block) pair, so at batch 1 the columns are the parallel
+axis and at larger batches the samples are. An item adds the rows of R of its
+sample's events for its columns only and then runs the pointwise update of its
+units, which needs no other item's columns: one parallel region per step.
+Dense steps (the "dense" backend, or the auto-switch at high activity) make
+one BLAS product per unit block for the whole batch, with BLAS running
+single-threaded inside Numba's threads (see ``cpu_backend.single_threaded_blas``).
 """
 
+import inspect
 import math
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from evsim import config
@@ -71,47 +77,163 @@ def _exp_overload(x):
     return lambda x: math.exp(x)
 
 
-_cell_fns = _cell.build(numba.njit(inline="always", **_JIT), _exp)
-# Numba resolves module globals, not attributes of a namespace object.
-_gates = _cell_fns.gates
-_fire = _cell_fns.fire
-_cell_backward = _cell_fns.backward
-_backward_active = _cell_fns.backward_active
+# The cell maths, built twice: with float64 and with float32 constants, so that
+# float32 kernels never promote to float64 (which halves the vector width and
+# blocks vectorisation of the pointwise loops). ``_gates`` & co. pick the build
+# that matches the argument dtype at compile time.
+_cell64 = _cell.build(numba.njit(inline="always", **_JIT), _exp)
+_cell32 = _cell.build(numba.njit(inline="always", **_JIT), _exp, real=np.float32)
+
+
+def _dispatch(name):
+    """A function that calls the float32 or the float64 build of cell function
+    ``name``, chosen at compile time by the type of its first argument."""
+    params = ", ".join(inspect.signature(getattr(_cell64, name).py_func).parameters)
+    first = params.split(",")[0]
+    ns = {"f32": getattr(_cell32, name), "f64": getattr(_cell64, name), "types": types}
+    exec(f"def stub({params}):\n    raise NotImplementedError\n\n"
+         f"def call32({params}):\n    return f32({params})\n\n"
+         f"def call64({params}):\n    return f64({params})\n\n"
+         f"def typer({params}):\n"
+         f"    return call32 if {first} == types.float32 else call64\n", ns)
+    overload(ns["stub"])(ns["typer"])
+    return ns["stub"]
+
+
+_gates = _dispatch("gates")
+_fire = _dispatch("fire")
+_cell_backward = _dispatch("backward")
+_backward_active = _dispatch("backward_active")
 
 
 # --------------------------------------------------------------------------
-# Helpers
+# Work split. Units are cut into P contiguous blocks (P = number of threads);
+# block k owns units [lo, hi) and the matching columns of the three gate blocks
+# of R, q, da and dq, so the pointwise update of a block needs only what the
+# same work item computed: one parallel region per step. Event lists are kept
+# per block during the run (``ev_idx[s, b, lo:lo + n_k]``) and compacted into
+# the public CSR-like format at the end.
 
 
 @numba.njit(**_JIT)
-def _work_split(B, G, nthreads):
-    """Number of column blocks per sample so every thread has work."""
-    nblk = max(1, nthreads // B)
-    return nblk, (G + nblk - 1) // nblk
+def _block(H, P, k):
+    bw = (H + P - 1) // P
+    lo = min(H, k * bw)
+    return lo, min(H, lo + bw)
 
 
 @numba.njit(**_JIT)
-def _compact_events(y_row, idx_row):
-    """Write the indices of non-zero entries of y_row into idx_row; return count."""
+def _compact_block(y_row, idx_row, lo, hi):
+    """Events of units [lo, hi) written to idx_row[lo:lo + n]; return n."""
     n = 0
-    for j in range(y_row.shape[0]):
+    for j in range(lo, hi):
         if y_row[j] != 0:
-            idx_row[n] = j
+            idx_row[lo + n] = j
             n += 1
     return n
 
 
 @numba.njit(**_JIT)
-def _keep_value(keep, keep_mode, t, b, j):
-    if keep_mode == 0:
-        return 1.0
-    if keep_mode == 1:
-        return keep[t, b, j]
-    return keep[0, 0, 0]
+def _pack_blocks(R, P, Rp):
+    """Copy R (H, 3H) into Rp (H * 3H,) as P contiguous (H, 3 w_k) column blocks:
+    block k holds the z, r, g columns of units [lo_k, hi_k) side by side."""
+    H = R.shape[0]
+    for k in range(P):
+        lo, hi = _block(H, P, k)
+        w = hi - lo
+        blk = Rp[3 * H * lo:3 * H * hi].reshape(H, 3 * w)
+        for i in range(H):
+            for gate in range(3):
+                blk[i, gate * w:(gate + 1) * w] = R[i, gate * H + lo:gate * H + hi]
 
 
 # --------------------------------------------------------------------------
 # Forward
+
+
+@numba.njit(**_JIT)
+def _accumulate_events(R, yprev, ev_idx_s, blk_cnt_s, P, lo, hi, qk):
+    """qk (3w,) = sum over the events of one sample of yprev[i] * R[i, cols of
+    units lo:hi], four event rows per pass. Returns the number of events."""
+    H = R.shape[0]
+    w = hi - lo
+    qz, qr, qg = qk[:w], qk[w:2 * w], qk[2 * w:]
+    qk[:] = 0
+    n_ev = 0
+    for kk in range(P):
+        off, _ = _block(H, P, kk)
+        n = blk_cnt_s[kk]
+        ev = ev_idx_s[off:off + n]
+        n_ev += n
+        e = 0
+        while e + 4 <= n:
+            i0, i1, i2, i3 = ev[e], ev[e + 1], ev[e + 2], ev[e + 3]
+            v0, v1, v2, v3 = yprev[i0], yprev[i1], yprev[i2], yprev[i3]
+            for gate, qs in ((0, qz), (1, qr), (2, qg)):
+                c0 = gate * H + lo
+                r0 = R[i0, c0:c0 + w]
+                r1 = R[i1, c0:c0 + w]
+                r2 = R[i2, c0:c0 + w]
+                r3 = R[i3, c0:c0 + w]
+                for j in range(w):
+                    qs[j] += v0 * r0[j] + v1 * r1[j] + v2 * r2[j] + v3 * r3[j]
+            e += 4
+        while e < n:
+            i0 = ev[e]
+            v0 = yprev[i0]
+            for gate, qs in ((0, qz), (1, qr), (2, qg)):
+                c0 = gate * H + lo
+                r0 = R[i0, c0:c0 + w]
+                for j in range(w):
+                    qs[j] += v0 * r0[j]
+            e += 1
+    return n_ev
+
+
+@numba.njit(**_JIT)
+def _pointwise_forward(at, qk, br, thr, hprev, keep_row, per_elem, dense_gru, save,
+                       yrow, hrow, crow, vrow, zrow, rrow, grow, qgrow, lo, hi):
+    """Fused gate update of units [lo, hi) of one sample at one step.
+
+    at : (3H,) input drive. qk : (3w,) recurrent drive without bias, z | r | g
+    columns of the block. keep_row : (H,) keep factors when ``per_elem``, else
+    keep_row[0] is the constant factor. Outputs are rows (H,) of y, h, c and,
+    when ``save``, of v, z, r, g, qg.
+    """
+    H = hprev.shape[0]
+    w = hi - lo
+    az, ar, ag = at[lo:hi], at[H + lo:H + hi], at[2 * H + lo:2 * H + hi]
+    bz, brr, bg = br[lo:hi], br[H + lo:H + hi], br[2 * H + lo:2 * H + hi]
+    qz, qr, qg = qk[:w], qk[w:2 * w], qk[2 * w:]
+    hp, th = hprev[lo:hi], thr[lo:hi]
+    yb, hb, cb = yrow[lo:hi], hrow[lo:hi], crow[lo:hi]
+    kc = keep_row[0]
+    kr = keep_row[lo:hi] if per_elem else keep_row[:1]
+    if save:
+        vb, zb, rb, gb, qgb = vrow[lo:hi], zrow[lo:hi], rrow[lo:hi], grow[lo:hi], qgrow[lo:hi]
+        for j in range(w):
+            kp = kr[j] if per_elem else kc
+            qgj = qg[j] + bg[j]
+            zj, rj, gj, vj = _gates(az[j], ar[j], ag[j], qz[j] + bz[j], qr[j] + brr[j], qgj,
+                                    hp[j], kp)
+            cj, yj, hj = _fire(vj, th[j], dense_gru)
+            yb[j] = yj
+            hb[j] = hj
+            cb[j] = cj
+            vb[j] = vj
+            zb[j] = zj
+            rb[j] = rj
+            gb[j] = gj
+            qgb[j] = qgj
+    else:
+        for j in range(w):
+            kp = kr[j] if per_elem else kc
+            zj, rj, gj, vj = _gates(az[j], ar[j], ag[j], qz[j] + bz[j], qr[j] + brr[j],
+                                    qg[j] + bg[j], hp[j], kp)
+            cj, yj, hj = _fire(vj, th[j], dense_gru)
+            yb[j] = yj
+            hb[j] = hj
+            cb[j] = cj
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -126,118 +248,211 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
     R : (H, G) in. Recurrent weights (DropConnect already applied).
     br : (G,) in. thr : (H,) in. h0, y0 : (B, H) in. Initial state.
     keep : (T, B, H) or (1, 1, 1) in. Zoneout keep factors, see ``keep_mode``
-        (0: none, 1: per element, 2: the constant keep[0, 0, 0]).
+        (0: none, 1: per element, 2: the constant keep[0, 0, 0]; with mode 0
+        keep must hold 1).
     lengths : (B,) int64 in. Steps to run per sample; later outputs stay 0.
     dense_gru : bool. Plain GRU: every unit emits its state every step.
-    dense_switch : float. Use one dense product for the batch when more than
-        this fraction of (sample, unit) pairs emitted an event at t - 1.
+    dense_switch : float. A step uses one dense BLAS product for the whole batch
+        (split over column blocks) when more than this fraction of (sample,
+        unit) pairs emitted an event at t - 1; below, each sample adds the rows
+        of R of its own events. A negative value means always dense.
     save : bool. Write v, z, r, g, qg for the backward pass (training).
     y, h, c : (T, B, H) out, zero-initialised. Outputs, states, event flags.
     v, z, r, g, qg : (T, B, H) out when ``save`` (else any shape). Saved values.
     h_last, y_last : (B, H) out. State after each sample's last step.
     ev_idx : (T + 1, B, H) int32 out. ev_cnt : (T + 1, B) int32 out. Events.
-    q : (B, G) scratch. Recurrent drive of the current step.
+    q : (B, G) scratch. Recurrent drive of the current step (block layout).
     counts : (B, 3) int64 out. Per sample: events, recurrent multiply-adds
         done, dense-equivalent multiply-adds.
     nthreads : int. Threads to split the work over (numba.get_num_threads()).
     """
     T, B, G = a.shape
     H = G // 3
-    nblk, bw = _work_split(B, G, nthreads)
+    P = max(1, min(nthreads, H))
+    per_elem = keep_mode == 1
+    qf = q.reshape(B * G)
+    blk_cnt = np.zeros((T + 1, B, P), np.int64)
+    macs = np.zeros((T, B), np.int64)
+    Rp = np.empty(0, R.dtype)
     for b in range(B):
-        ev_cnt[0, b] = _compact_events(y0[b], ev_idx[0, b])
-        counts[b, 0] = 0
-        counts[b, 1] = 0
-        counts[b, 2] = lengths[b] * H * G
+        for k in range(P):
+            lo, hi = _block(H, P, k)
+            blk_cnt[0, b, k] = _compact_block(y0[b], ev_idx[0, b], lo, hi)
         h_last[b] = h0[b]
         y_last[b] = y0[b]
     for t in range(T):
         n_prev = 0
         for b in range(B):
-            n_prev += ev_cnt[t, b]
+            if t < lengths[b]:
+                for k in range(P):
+                    n_prev += blk_cnt[t, b, k]
         use_dense = n_prev > dense_switch * B * H
+        yprev_all = y0 if t == 0 else y[t - 1]
+        hprev_all = h0 if t == 0 else h[t - 1]
         if use_dense:
-            yprev = y0 if t == 0 else y[t - 1]
-            np.dot(yprev, R, q)
-        # 1. recurrent drive: br + sum over events of y_i R[i, :]
-        for w in prange(B * nblk):
-            b = w // nblk
-            lo = (w % nblk) * bw
-            hi = min(G, lo + bw)
-            if t >= lengths[b]:
-                continue
-            if use_dense:
-                for k in range(lo, hi):
-                    q[b, k] += br[k]
-                continue
-            yprev = y0[b] if t == 0 else y[t - 1, b]
-            qb = q[b, lo:hi]
-            qb[:] = br[lo:hi]
-            for e in range(ev_cnt[t, b]):
-                i = ev_idx[t, b, e]
-                val = yprev[i]
-                Ri = R[i, lo:hi]
-                for k in range(hi - lo):
-                    qb[k] += val * Ri[k]
-        # 2. fused pointwise update and 3. event list of this step
-        for b in prange(B):
-            if t >= lengths[b]:
-                continue
-            counts[b, 1] += (H if use_dense else ev_cnt[t, b]) * G
-            hprev = h0[b] if t == 0 else h[t - 1, b]
-            ab, qb = a[t, b], q[b]
-            az, ar, ag = ab[:H], ab[H:2 * H], ab[2 * H:]
-            qz, qr, qgb = qb[:H], qb[H:2 * H], qb[2 * H:]
-            yb, hb, cb = y[t, b], h[t, b], c[t, b]
-            for j in range(H):
-                kp = _keep_value(keep, keep_mode, t, b, j)
-                zj, rj, gj, vj = _gates(az[j], ar[j], ag[j], qz[j], qr[j], qgb[j], hprev[j], kp)
-                cj, yj, hj = _fire(vj, thr[j], dense_gru)
-                yb[j] = yj
-                hb[j] = hj
-                cb[j] = cj
-                if save:
-                    v[t, b, j] = vj
-                    z[t, b, j] = zj
-                    r[t, b, j] = rj
-                    g[t, b, j] = gj
-                    qg[t, b, j] = qgb[j]
-            n = _compact_events(yb, ev_idx[t + 1, b])
-            ev_cnt[t + 1, b] = n
-            counts[b, 0] += H if dense_gru else n
-            h_last[b] = hb
-            y_last[b] = yb
+            if Rp.shape[0] == 0:
+                Rp = np.empty(H * G, R.dtype)
+                _pack_blocks(R, P, Rp)
+            # one work item per unit block: a BLAS product for the whole batch
+            # (BLAS runs single-threaded inside each item), then the pointwise.
+            for k in prange(P):
+                lo, hi = _block(H, P, k)
+                w = hi - lo
+                qk = qf[3 * B * lo:3 * B * hi].reshape(B, 3 * w)
+                np.dot(yprev_all, Rp[3 * H * lo:3 * H * hi].reshape(H, 3 * w), qk)
+                for b in range(B):
+                    if t >= lengths[b]:
+                        continue
+                    macs[t, b] = H * G
+                    krow = keep[t, b] if per_elem else keep[0, 0]
+                    vr = v[t, b] if save else v[0, 0]
+                    zr = z[t, b] if save else z[0, 0]
+                    rr = r[t, b] if save else r[0, 0]
+                    gr = g[t, b] if save else g[0, 0]
+                    qgr = qg[t, b] if save else qg[0, 0]
+                    _pointwise_forward(a[t, b], qk[b], br, thr, hprev_all[b], krow, per_elem,
+                                       dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr,
+                                       rr, gr, qgr, lo, hi)
+                    blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
+        else:
+            # one work item per (sample, unit block): add the event rows, then
+            # the pointwise update of the block.
+            for wi in prange(B * P):
+                b = wi // P
+                k = wi % P
+                if t >= lengths[b]:
+                    continue
+                lo, hi = _block(H, P, k)
+                w = hi - lo
+                qk = qf[3 * B * lo:3 * B * hi].reshape(B, 3 * w)[b]
+                n_ev = _accumulate_events(R, yprev_all[b], ev_idx[t, b], blk_cnt[t, b], P,
+                                          lo, hi, qk)
+                if k == 0:
+                    macs[t, b] = n_ev * G
+                krow = keep[t, b] if per_elem else keep[0, 0]
+                vr = v[t, b] if save else v[0, 0]
+                zr = z[t, b] if save else z[0, 0]
+                rr = r[t, b] if save else r[0, 0]
+                gr = g[t, b] if save else g[0, 0]
+                qgr = qg[t, b] if save else qg[0, 0]
+                _pointwise_forward(a[t, b], qk, br, thr, hprev_all[b], krow, per_elem,
+                                   dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr, rr,
+                                   gr, qgr, lo, hi)
+                blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
+    # public format: the events of slot s, sample b at ev_idx[s, b, :ev_cnt[s, b]]
+    for b in prange(B):
+        L = lengths[b]
+        counts[b, 0] = 0
+        counts[b, 1] = 0
+        counts[b, 2] = L * H * G
+        for s in range(T + 1):
+            n = 0
+            if s <= L:
+                row = ev_idx[s, b]
+                for k in range(P):
+                    lo, _ = _block(H, P, k)
+                    for e in range(blk_cnt[s, b, k]):
+                        row[n] = row[lo + e]
+                        n += 1
+            ev_cnt[s, b] = n
+            if s >= 1 and s <= L:
+                counts[b, 0] += H if dense_gru else n
+        for t in range(L):
+            counts[b, 1] += macs[t, b]
+        if L > 0:
+            h_last[b] = h[L - 1, b]
+            y_last[b] = y[L - 1, b]
 
 
 # --------------------------------------------------------------------------
 # Backward
 
 
-@numba.njit(parallel=True, **_JIT)
-def _pointwise_backward(t, thr, keep, keep_mode, lengths, dense_gru, damp, support,
+@numba.njit(**_JIT)
+def _pointwise_backward(t, b, lo, hi, thr, keep, per_elem, dense_gru, damp, support,
                         c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da, dq, dthr_b):
-    """Backward of the fused pointwise update of step t, for every sample."""
-    B, H = dh.shape
-    for b in prange(B):
-        if t >= lengths[b]:
-            continue
-        hprev = h0[b] if t == 0 else h[t - 1, b]
-        dab, dqb = da[t, b], dq[t, b]
-        dyt, dhb, dyn = dy[t, b], dh[b], dy_next[b]
-        vt, ct, zt, rt, gt, qgt = v[t, b], c[t, b], z[t, b], r[t, b], g[t, b], qg[t, b]
-        for j in range(H):
-            kp = _keep_value(keep, keep_mode, t, b, j)
-            dpz, dpr, dpg, dhp, dth = _cell_backward(
-                dyt[j] + dyn[j], dhb[j], vt[j], ct[j], zt[j], rt[j], gt[j], qgt[j],
-                hprev[j], thr[j], kp, damp, support, dense_gru)
-            dab[j] = dpz
-            dab[H + j] = dpr
-            dab[2 * H + j] = dpg
-            dqb[j] = dpz
-            dqb[H + j] = dpr
-            dqb[2 * H + j] = dpg * rt[j]
-            dhb[j] = dhp
-            dthr_b[b, j] += dth
+    """Backward of the fused pointwise update of units [lo, hi), sample b, step t.
+
+    Reads dy[t, b] + dy_next[b] (dL/dy_t) and dh[b] (dL/dh_t); writes
+    da[t, b], dq[t, b] (gate columns of the block), dh[b] (now dL/dh_{t-1})
+    and adds to dthr_b[b].
+    """
+    H = dh.shape[1]
+    w = hi - lo
+    hprev = h0[b, lo:hi] if t == 0 else h[t - 1, b, lo:hi]
+    dab, dqb = da[t, b], dq[t, b]
+    daz, dar, dag = dab[lo:hi], dab[H + lo:H + hi], dab[2 * H + lo:2 * H + hi]
+    dqz, dqr, dqg = dqb[lo:hi], dqb[H + lo:H + hi], dqb[2 * H + lo:2 * H + hi]
+    dyt, dhb, dyn = dy[t, b, lo:hi], dh[b, lo:hi], dy_next[b, lo:hi]
+    vt, ct, zt = v[t, b, lo:hi], c[t, b, lo:hi], z[t, b, lo:hi]
+    rt, gt, qgt = r[t, b, lo:hi], g[t, b, lo:hi], qg[t, b, lo:hi]
+    th, dth_b = thr[lo:hi], dthr_b[b, lo:hi]
+    kr = keep[t, b, lo:hi] if per_elem else keep[0, 0, :1]
+    kc = kr[0]
+    for j in range(w):
+        kp = kr[j] if per_elem else kc
+        dpz, dpr, dpg, dhp, dth = _cell_backward(
+            dyt[j] + dyn[j], dhb[j], vt[j], ct[j], zt[j], rt[j], gt[j], qgt[j],
+            hprev[j], th[j], kp, damp, support, dense_gru)
+        daz[j] = dpz
+        dar[j] = dpr
+        dag[j] = dpg
+        dqz[j] = dpz
+        dqr[j] = dpr
+        dqg[j] = dpg * rt[j]
+        dhb[j] = dhp
+        dth_b[j] += dth
+
+
+@numba.njit(**_JIT)
+def _recurrent_grad(dqb, R, vprev, thr, support, dense_gru, all_units, lo, hi, out):
+    """out[i] = dqb . R[i] for backward-active units i in [lo, hi) (all of them
+    when ``all_units``), 0 for the others; four rows per pass. Returns the
+    number of rows computed."""
+    G = dqb.shape[0]
+    n = 0
+    i = lo
+    while i < hi:
+        # gather up to four active rows (no allocation: four scalars)
+        m = 0
+        i0 = i1 = i2 = i3 = -1
+        while i < hi and m < 4:
+            if all_units or _backward_active(vprev[i], thr[i], support, dense_gru):
+                if m == 0:
+                    i0 = i
+                elif m == 1:
+                    i1 = i
+                elif m == 2:
+                    i2 = i
+                else:
+                    i3 = i
+                m += 1
+            else:
+                out[i] = 0
+            i += 1
+        n += m
+        if m == 4:
+            r0, r1, r2, r3 = R[i0], R[i1], R[i2], R[i3]
+            a0 = a1 = a2 = a3 = dqb[0] * 0
+            for k in range(G):
+                d = dqb[k]
+                a0 += d * r0[k]
+                a1 += d * r1[k]
+                a2 += d * r2[k]
+                a3 += d * r3[k]
+            out[i0] = a0
+            out[i1] = a1
+            out[i2] = a2
+            out[i3] = a3
+        else:
+            for e in range(m):
+                ie = i0 if e == 0 else (i1 if e == 1 else i2)
+                ri = R[ie]
+                acc = dqb[0] * 0
+                for k in range(G):
+                    acc += dqb[k] * ri[k]
+                out[ie] = acc
+    return n
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -251,12 +466,15 @@ def egru_backward(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
     that are backward-active (fired or inside the surrogate band), since dL/dy
     of every other unit is multiplied by zero. dR is left to
     :func:`accumulate_dR`, dx, dW and the biases to the caller (GEMMs on ``da``).
+    Work items are (sample, unit block): the recurrent gradient of the units of
+    a block at step t and their pointwise backward at step t - 1 run in the
+    same item, one parallel region per step.
 
     Parameters (in: read only; out: written; io: both)
     ----------
     R : (H, G) in. thr : (H,) in. h0 : (B, H) in.
     keep, keep_mode, lengths, dense_gru : as in :func:`egru_forward`.
-    damp, support : float. Surrogate gradient shape.
+    damp, support : scalars of the array dtype. Surrogate gradient shape.
     c, v, z, r, g, qg, h : (T, B, H) in. Saved by the forward pass.
     dy : (T, B, H) in. dL/dy_t from outside.
     dh : (B, H) io. In: dL/dh_last. Out: dL/dh0.
@@ -270,58 +488,73 @@ def egru_backward(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
     """
     T, B, G = dq.shape
     H = G // 3
-    nblk, bw_units = _work_split(B, H, nthreads)
-    dthr_b[:] = 0.0
+    P = max(1, min(nthreads, H))
+    per_elem = keep_mode == 1
+    rows = np.zeros((T, B * P), np.int64)
+    dthr_b[:] = 0
+    for wi in prange(B * P):
+        b = wi // P
+        lo, hi = _block(H, P, wi % P)
+        if T - 1 < lengths[b]:
+            _pointwise_backward(T - 1, b, lo, hi, thr, keep, per_elem, dense_gru, damp,
+                                support, c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da, dq,
+                                dthr_b)
+    for t in range(T - 1, -1, -1):
+        for wi in prange(B * P):
+            b = wi // P
+            lo, hi = _block(H, P, wi % P)
+            if t < lengths[b]:
+                # dL/dy0 is always needed in full: y0 is an input of the sequence.
+                vprev = v[t - 1, b] if t > 0 else v[0, b]
+                rows[t, wi] = _recurrent_grad(dq[t, b], R, vprev, thr, support, dense_gru,
+                                              t == 0, lo, hi, dy_next[b])
+            if t >= 1 and t - 1 < lengths[b]:
+                _pointwise_backward(t - 1, b, lo, hi, thr, keep, per_elem, dense_gru, damp,
+                                    support, c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da,
+                                    dq, dthr_b)
     for b in range(B):
         counts[b, 0] = 0
         counts[b, 1] = max(lengths[b] - 1, 0) * H
-    for t in range(T - 1, -1, -1):
-        _pointwise_backward(t, thr, keep, keep_mode, lengths, dense_gru, damp, support,
-                            c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da, dq, dthr_b)
-        for w in prange(B * nblk):
-            b = w // nblk
-            lo = (w % nblk) * bw_units
-            hi = min(H, lo + bw_units)
-            if t >= lengths[b]:
-                continue
-            dqb = dq[t, b]
-            n_active = 0
-            for i in range(lo, hi):
-                # dL/dy0 is always needed in full: y0 is an input of the sequence.
-                active = True if t == 0 else _backward_active(v[t - 1, b, i], thr[i],
-                                                                  support, dense_gru)
-                acc = 0.0
-                if active:
-                    n_active += 1
-                    Ri = R[i]
-                    for k in range(G):
-                        acc += dqb[k] * Ri[k]
-                dy_next[b, i] = acc
-            if t > 0:
-                counts[b, 0] += n_active
+        for t in range(1, T):
+            for k in range(P):
+                counts[b, 0] += rows[t, b * P + k]
 
 
-@numba.njit(**_JIT)
+@numba.njit(parallel=True, **_JIT)
 def egru_backward_dense(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
                         c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da, dq, dthr_b, counts,
                         nthreads):
     """Dense BPTT baseline: same arguments as :func:`egru_backward`, but
-    ``dq_t R^T`` is one BLAS product over all units each step."""
+    ``dq_t R^T`` is a BLAS product over all units each step (split over unit
+    blocks, one block per thread, BLAS single-threaded inside each)."""
     T, B, G = dq.shape
     H = G // 3
-    RT = np.ascontiguousarray(R.T)
-    dy_prev = np.empty_like(dy_next)
-    dthr_b[:] = 0.0
+    P = max(1, min(nthreads, H))
+    per_elem = keep_mode == 1
+    scratch = np.empty(B * H, dq.dtype)
+    dthr_b[:] = 0
     for b in range(B):
         counts[b, 0] = max(lengths[b] - 1, 0) * H
         counts[b, 1] = counts[b, 0]
-    for t in range(T - 1, -1, -1):
-        _pointwise_backward(t, thr, keep, keep_mode, lengths, dense_gru, damp, support,
-                            c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da, dq, dthr_b)
-        np.dot(dq[t], RT, dy_prev)
+    for k in prange(P):
+        lo, hi = _block(H, P, k)
         for b in range(B):
-            if t < lengths[b]:  # finished samples keep their final-state gradient
-                dy_next[b] = dy_prev[b]
+            if T - 1 < lengths[b]:
+                _pointwise_backward(T - 1, b, lo, hi, thr, keep, per_elem, dense_gru, damp,
+                                    support, c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da,
+                                    dq, dthr_b)
+    for t in range(T - 1, -1, -1):
+        for k in prange(P):
+            lo, hi = _block(H, P, k)
+            out = scratch[B * lo:B * hi].reshape(B, hi - lo)
+            np.dot(dq[t], R[lo:hi].T, out)
+            for b in range(B):
+                if t < lengths[b]:  # finished samples keep their final-state gradient
+                    dy_next[b, lo:hi] = out[b]
+                if t >= 1 and t - 1 < lengths[b]:
+                    _pointwise_backward(t - 1, b, lo, hi, thr, keep, per_elem, dense_gru,
+                                        damp, support, c, v, z, r, g, qg, h0, h, dy, dh,
+                                        dy_next, da, dq, dthr_b)
 
 
 @numba.njit(parallel=True, **_JIT)

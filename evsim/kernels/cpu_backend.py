@@ -4,6 +4,9 @@ Allocates every buffer once per call, runs the kernels of :mod:`cpu`, and
 turns the kernels' counters into statistics.
 """
 
+import contextlib
+import ctypes
+
 import numba
 import numpy as np
 
@@ -12,6 +15,61 @@ from evsim.kernels import cpu
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
 _SAVED = ("v", "z", "r", "g", "qg")
+
+# --------------------------------------------------------------------------
+# BLAS threads. The dense products inside the kernels run from Numba's own
+# threads, one column or unit block per thread. OpenBLAS must then run
+# single-threaded: its own worker threads would compete with Numba's for the
+# cores (measured 10-40x slower steps on 2 cores when both pools were active).
+
+_BLAS_SETTERS = None
+_NAMES = (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+          ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+          ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+          ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+def _blas_setters():
+    """(get, set) pairs for every OpenBLAS loaded in this process (Linux)."""
+    global _BLAS_SETTERS
+    if _BLAS_SETTERS is None:
+        _BLAS_SETTERS = []
+        try:  # the BLAS Numba calls for np.dot
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:
+            pass
+        try:
+            with open("/proc/self/maps") as f:
+                paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()})
+        except OSError:
+            paths = []
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get, set_ in _NAMES:
+                if hasattr(lib, get) and hasattr(lib, set_):
+                    _BLAS_SETTERS.append((getattr(lib, get), getattr(lib, set_)))
+                    break
+    return _BLAS_SETTERS
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run OpenBLAS single-threaded inside the block (restored afterwards)."""
+    if not config.BLAS_SINGLE_THREAD_IN_KERNELS:
+        yield
+        return
+    setters = _blas_setters()
+    old = [get() for get, _ in setters]
+    for _, set_ in setters:
+        set_(1)
+    try:
+        yield
+    finally:
+        for (_, set_), n in zip(setters, old, strict=True):
+            set_(n)
 
 
 def forward(ctx):
@@ -30,11 +88,12 @@ def forward(ctx):
     q = np.zeros((B, 3 * H), dt)
     counts = np.zeros((B, 3), np.int64)
     switch = -1.0 if ctx["backend"] == "dense" else config.DENSE_SWITCH_ACTIVITY
-    cpu.egru_forward(a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
-                     ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
-                     out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
-                     out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts,
-                     numba.get_num_threads())
+    with single_threaded_blas():
+        cpu.egru_forward(a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
+                         ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
+                         out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
+                         out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts,
+                         numba.get_num_threads())
     ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
     total = counts.sum(axis=0)
     out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]),
@@ -56,10 +115,11 @@ def backward(ctx, dy, dh, dy_last, stats):
     counts = np.zeros((B, 2), np.int64)
     dense = ctx["backend"] == "dense"
     kernel = cpu.egru_backward_dense if dense else cpu.egru_backward
-    kernel(ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"],
-           ctx["damp"], ctx["support"], ctx["c"], saved["v"], saved["z"], saved["r"],
-           saved["g"], saved["qg"], ctx["h0"], ctx["h"], dy, dh, dy_last, da, dq, dthr_b,
-           counts, numba.get_num_threads())
+    with single_threaded_blas():
+        kernel(ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"],
+               ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]), ctx["c"],
+               saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"], ctx["h0"],
+               ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts, numba.get_num_threads())
     lengths = ctx["lengths"]
     if dense:
         yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]]).reshape(T * B, H)

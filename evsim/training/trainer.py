@@ -219,12 +219,19 @@ class Trainer:
     log : callable, optional
         Called with a one-line summary after every epoch (default: written
         under the progress bar when ``progress``, else nothing).
+    lr_schedule : None, "cosine" or callable, optional
+        Learning rate of each epoch, set before the epoch starts from the
+        optimiser's initial ``lr``: ``"cosine"`` decays it as
+        ``lr * (0.05 + 0.95 * (1 + cos(pi * epoch / epochs)) / 2)``; a callable
+        ``f(epoch, epochs) -> factor`` (``epoch`` counts from 0) gives the factor.
+        A function of the epoch only, so resumed runs stay exact.
     """
 
     def __init__(self, net, optimizer=None, task="classify_last", *, lr=3e-3, batch_size=32,
                  eval_batch_size=None, activity_target=0.0, activity_strength=0.0, clip=1.0,
                  progress=True, checkpoint=None, patience=None, restore_best=False,
-                 input="x", readout="out", max_len=None, bptt=35, seed=None, log=None):
+                 input="x", readout="out", max_len=None, bptt=35, seed=None, log=None,
+                 lr_schedule=None):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.net = net
@@ -257,6 +264,11 @@ class Trainer:
         if optimizer is None:
             optimizer = Adam(lr)
         self.optimizer = optimizer
+        self.base_lr = float(optimizer.lr)
+        if not (lr_schedule is None or lr_schedule == "cosine" or callable(lr_schedule)):
+            raise ValueError(f"lr_schedule must be None, 'cosine' or a callable, got "
+                             f"{lr_schedule!r}")
+        self.lr_schedule = lr_schedule
         lo_hi = tuple(config.THRESHOLD_RANGE)
         for name in net.threshold_params():
             if optimizer.bound_of(name) is None:
@@ -417,7 +429,7 @@ class Trainer:
         try:
             for i, (x, target, lengths, steps) in enumerate(batches):
                 steps = steps * x.shape[1] if lengths is None else int(lengths.sum())
-                before = _copy_state(self.net.state)
+                before = _copy_state(self.net.state) if measure_backward else None
                 res = self._forward(x, lengths, False, i == 0)
                 loss, hits, n, _ = self._loss(res.outputs[self.readout], target, lengths)
                 meter.add_loss(loss, hits, n)
@@ -452,7 +464,8 @@ class Trainer:
             Continue from ``checkpoint`` when that file exists (otherwise start
             from scratch). The parameters, optimiser, random streams, metrics
             and early-stopping state are restored, so the run continues exactly
-            as an uninterrupted one.
+            as an uninterrupted one (with an ``lr_schedule``, pass the same
+            ``epochs`` as the interrupted run: the schedule spans them).
 
         Returns
         -------
@@ -481,8 +494,17 @@ class Trainer:
                 p[...] = self.best_params[name]
         return self.history
 
+    def _lr_factor(self, epoch, epochs):
+        if self.lr_schedule is None:
+            return 1.0
+        if self.lr_schedule == "cosine":
+            return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        return float(self.lr_schedule(epoch, epochs))
+
     def _run_epoch(self, train, valid, epochs):
         t0 = time.perf_counter()
+        if self.lr_schedule is not None:
+            self.optimizer.lr = self.base_lr * self._lr_factor(self.epoch, epochs)
         meter = _Meter()
         batches, n_batches = self._batches(train, self.batch_size, shuffle=True)
         desc = f"epoch {self.epoch + 1}/{epochs}"
