@@ -8,6 +8,7 @@ Everything a user needs is importable from here:
 * training (:mod:`evsim.training`), data sets (:mod:`evsim.data`), plots (:mod:`evsim.plot`).
 """
 
+from evsim import data, models, training  # noqa: E402  (submodules users reach as evsim.X)
 from evsim._version import __version__
 from evsim.functional import (
     egru_backward,
@@ -36,6 +37,7 @@ from evsim.populations import (
     SpikeInput,
 )
 from evsim.projections import Projection
+from evsim.training import Trainer
 
 __all__ = [
     "__version__",
@@ -62,4 +64,8 @@ __all__ = [
     "ActivityMonitor",
     "MonitorOverflowError",
     "load_events",
+    "Trainer",
+    "data",
+    "models",
+    "training",
 ]

@@ -168,7 +168,8 @@ class Dataset:
             if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
                 raise ValueError(f"lengths must be integers of shape ({n},), got {lengths.shape}")
             if lengths.min() < 1 or lengths.max() > t:
-                raise ValueError(f"lengths must lie in [1, {t}], got [{lengths.min()}, {lengths.max()}]")
+                raise ValueError(f"lengths must lie in [1, {t}], "
+                                 f"got [{lengths.min()}, {lengths.max()}]")
             self.lengths = np.ascontiguousarray(lengths, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -468,7 +469,10 @@ def load_fashion_mnist(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train_x))
     valid_idx, train_idx = order[:n_valid], order[n_valid:n_valid + n_train]
-    test_idx = np.sort(rng.permutation(len(test_x))[:n_test]) if n_test < len(test_x) else np.arange(n_test)
+    if n_test < len(test_x):
+        test_idx = np.sort(rng.permutation(len(test_x))[:n_test])
+    else:
+        test_idx = np.arange(n_test)
     scale = np.float32(1.0 / 255.0)
 
     def part(xs, ys, idx, name):
@@ -754,14 +758,16 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
     """
     ids = np.asarray(ids)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+        raise ValueError(f"ids must be a 1-D integer array, "
+                         f"got shape {ids.shape} dtype {ids.dtype}")
     batch_size = _check_int("batch_size", batch_size, 1)
     n_steps = ids.size // batch_size
     if n_steps < 2:
         raise ValueError(
             f"batch_size={batch_size} leaves fewer than 2 tokens per stream (of {ids.size} tokens)"
         )
-    return np.ascontiguousarray(ids[: n_steps * batch_size].reshape(batch_size, n_steps).T, dtype=np.int64)
+    streams = ids[: n_steps * batch_size].reshape(batch_size, n_steps).T
+    return np.ascontiguousarray(streams, dtype=np.int64)
 
 
 def bptt_batches(

@@ -190,7 +190,8 @@ def test_adding_problem_target(T):
 
 
 def test_adding_problem_seed_and_errors():
-    np.testing.assert_array_equal(data.adding_problem(5, 8, seed=0).x, data.adding_problem(5, 8, seed=0).x)
+    np.testing.assert_array_equal(data.adding_problem(5, 8, seed=0).x,
+                                  data.adding_problem(5, 8, seed=0).x)
     with pytest.raises(ValueError, match="T must be"):
         data.adding_problem(5, 1)
     with pytest.raises(ValueError, match="max_len"):

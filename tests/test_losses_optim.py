@@ -29,7 +29,8 @@ from evsim.training.regularizers import (
 # helpers
 # --------------------------------------------------------------------------- #
 def check_grad(f, x, grad, rng, n_dirs=3, eps=1e-6, rtol=1e-6, atol=1e-10):
-    """Central differences along random directions: <grad, d> == (f(x+eps d) - f(x-eps d)) / 2eps."""
+    """Central differences along random directions:
+    <grad, d> == (f(x + eps d) - f(x - eps d)) / 2 eps."""
     for _ in range(n_dirs):
         d = rng.standard_normal(x.shape)
         fd = (f(x + eps * d) - f(x - eps * d)) / (2 * eps)

@@ -42,7 +42,7 @@ def _pattern_matches(name, pattern):
 
 
 def _check_scalar(value, name, lo=None, hi=None, lo_open=False, hi_open=False):
-    """Return ``value`` as a float, raising naming ``name`` if it is not a finite number in range."""
+    """Return ``value`` as a float; raise, naming ``name``, unless a finite number in range."""
     if isinstance(value, bool) or not isinstance(
         value, (int, float, np.integer, np.floating)
     ):
