@@ -8,7 +8,7 @@ Everything a user needs is importable from here:
 * training (:mod:`evsim.training`), data sets (:mod:`evsim.data`), plots (:mod:`evsim.plot`).
 """
 
-from evsim import data, models, training  # noqa: E402  (submodules users reach as evsim.X)
+from evsim import data, models, training  # submodules users reach as evsim.X
 from evsim._version import __version__
 from evsim.functional import (
     egru_backward,
