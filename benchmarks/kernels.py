@@ -297,10 +297,15 @@ def main(argv=None):
 
     cfgs = [(B, H, a) for B in args.batch for H in args.hidden for a in args.activity]
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "kernels.partial.jsonl"
+    partial.write_text("")
     for B, H, a in tqdm(cfgs, disable=args.no_progress, desc="kernels"):
         row = bench_config(B, H, a, args)
         row["T"] = args.steps
         rows.append(row)
+        with partial.open("a") as f:  # rows as they come, for long runs
+            f.write(json.dumps(row) + "\n")
     torch_t = {}
     if not args.no_torch:
         bh = sorted({(B, H) for B, H, _ in cfgs})
@@ -313,7 +318,6 @@ def main(argv=None):
               f"median of {args.repeats}. Ratios > 1: event path faster. "
               f"torch: {'torch.nn.GRU' if torch_t else 'not measured'}.\n\n")
     print(header + md)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.md").write_text(header + md + "\n")
     (args.out / "kernels.json").write_text(json.dumps(
         dict(rows=rows, torch={f"{b},{h}": v for (b, h), v in torch_t.items()}), indent=1))

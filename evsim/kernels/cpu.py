@@ -465,7 +465,7 @@ def egru_backward(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
     recurrent gradient ``dq_t R^T`` is computed only for units of step t - 1
     that are backward-active (fired or inside the surrogate band), since dL/dy
     of every other unit is multiplied by zero. dR is left to
-    :func:`accumulate_dR`, dx, dW and the biases to the caller (GEMMs on ``da``).
+    ``cpu_events.grad_weight_dense`` (event by event), dx, dW and the biases to the caller (GEMMs on ``da``).
     Work items are (sample, unit block): the recurrent gradient of the units of
     a block at step t and their pointwise backward at step t - 1 run in the
     same item, one parallel region per step.
@@ -555,53 +555,6 @@ def egru_backward_dense(R, thr, keep, keep_mode, lengths, dense_gru, damp, suppo
                     _pointwise_backward(t - 1, b, lo, hi, thr, keep, per_elem, dense_gru,
                                         damp, support, c, v, z, r, g, qg, h0, h, dy, dh,
                                         dy_next, da, dq, dthr_b)
-
-
-@numba.njit(parallel=True, **_JIT)
-def accumulate_dR(ev_idx, ev_cnt, y0, y, dq, lengths, dR):
-    """dR = sum over events of y_{t-1, b, i} * dq[t, b, :], row by row.
-
-    Builds a unit-major list of the events that fed each step, then splits
-    the rows of dR over threads (rows are independent: no write conflicts).
-
-    ev_idx, ev_cnt : in, as in :func:`egru_forward` (slot t feeds step t).
-    y0 : (B, H) in. y : (T, B, H) in. dq : (T, B, G) in. lengths : (B,) in.
-    dR : (H, G) out, overwritten.
-    Returns the number of multiply-adds done.
-    """
-    T, B, G = dq.shape
-    H = dR.shape[0]
-    offsets = np.zeros(H + 1, np.int64)
-    for t in range(T):
-        for b in range(B):
-            if t < lengths[b]:
-                for e in range(ev_cnt[t, b]):
-                    offsets[ev_idx[t, b, e] + 1] += 1
-    for i in range(H):
-        offsets[i + 1] += offsets[i]
-    n_ev = offsets[H]
-    fill = offsets[:H].copy()
-    ev_tb = np.empty(n_ev, np.int64)
-    ev_val = np.empty(n_ev, dR.dtype)
-    for t in range(T):
-        for b in range(B):
-            if t < lengths[b]:
-                yprev = y0[b] if t == 0 else y[t - 1, b]
-                for e in range(ev_cnt[t, b]):
-                    i = ev_idx[t, b, e]
-                    ev_tb[fill[i]] = t * B + b
-                    ev_val[fill[i]] = yprev[i]
-                    fill[i] += 1
-    dq2 = dq.reshape(T * B, G)
-    for i in prange(H):
-        row = dR[i]
-        row[:] = 0.0
-        for e in range(offsets[i], offsets[i + 1]):
-            val = ev_val[e]
-            src = dq2[ev_tb[e]]
-            for k in range(G):
-                row[k] += val * src[k]
-    return n_ev * G
 
 
 @numba.njit(parallel=True, **_JIT)

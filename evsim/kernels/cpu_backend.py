@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from evsim import config
-from evsim.kernels import cpu
+from evsim.kernels import cpu, cpu_events
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
 _SAVED = ("v", "z", "r", "g", "qg")
@@ -121,14 +121,15 @@ def backward(ctx, dy, dh, dy_last, stats):
                saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"], ctx["h0"],
                ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts, numba.get_num_threads())
     lengths = ctx["lengths"]
+    # dR = sum over steps of y_{t-1}^T dq_t: the weight gradient of the recurrent projection
+    yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
     if dense:
-        yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]]).reshape(T * B, H)
-        dR = yprev.T @ dq.reshape(T * B, G)
+        dR = yprev.reshape(T * B, H).T @ dq.reshape(T * B, G)
         dR_macs = int(lengths.sum()) * H * G
-    else:
+    else:  # event by event: only rows of units that fired (slot t of the lists feeds step t)
         dR = np.empty_like(R)
-        dR_macs = cpu.accumulate_dR(ctx["ev_idx"], ctx["ev_cnt"], ctx["y0"], ctx["y"], dq,
-                                    lengths, dR)
+        dR_macs = cpu_events.grad_weight_dense(ctx["ev_idx"][:T], ctx["ev_cnt"][:T], yprev, dq,
+                                               lengths, dR)
     if ctx["rmask"] is not None:
         dR *= ctx["rmask"]
     total = counts.sum(axis=0)
