@@ -285,8 +285,19 @@ def _kept_notes(path):
     return "" if i < 0 else text[i + len(NOTES_MARK):].lstrip("\n")
 
 
+def _ordered(results):
+    """Results in task order (digits, fashion, ptb), runs in RUNS order."""
+    runs = [r[0] for r in RUNS]
+    key = lambda r: (TASKS.index(r["task"]) if r["task"] in TASKS else len(TASKS),  # noqa: E731
+                     runs.index(r["run"]) if r["run"] in runs else len(runs))
+    return sorted(results, key=key)
+
+
 def write(args, settings, results, env, started, finished):
     import evsim
+
+    results = _ordered(results)
+    settings = {t: settings[t] for t in TASKS if t in settings}
 
     lines = ["# Training results: EGRU against a dense GRU", "",
              f"Measured with evsim {evsim.__version__} by `benchmarks/training.py` "
@@ -366,7 +377,7 @@ def main(argv=None):
             write(args, settings, results, env, started, None)
     write(args, settings, results, env, started,
           datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
-    print("\n".join(table(results)))
+    print("\n".join(table(_ordered(results))))
     log(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""))
     return 0
 

@@ -16,9 +16,19 @@ THRESHOLD_RANGE = (0.01, 2.0)  # kept by the optimiser's projection step
 # Use a vectorisable polynomial exp for float32 (relative error ~2e-7); float64
 # always uses libm's exact exp.
 FAST_EXP_FLOAT32 = True
-# The event-driven forward switches to the dense product above this fraction
-# of units active at the previous step (measured break-even, see benchmarks).
-DENSE_SWITCH_ACTIVITY = 0.6
+# Where the event-driven paths hand over to dense BLAS products. Each is a
+# fraction; None means "automatic", a rule fitted to the break-even points
+# measured by benchmarks/kernels.py on 2-core AVX-512 machines (one thread;
+# benchmarks/RESULTS.md). Both paths give the same result; only time differs.
+# Forward: a dense product for a step when more than this fraction of the
+# batch's units emitted an event at the previous step (auto: min(1, 1.4 / sqrt(B))).
+DENSE_SWITCH_ACTIVITY = None
+# Backward: dense dq R^T for the whole sequence when more than this fraction of
+# unit-steps is backward-active (auto: 0.9 / sqrt(B)).
+BACKWARD_DENSE_SWITCH = None
+# Backward: dR as one GEMM when more than this fraction of unit-steps fired
+# (auto: 0.2 / B ** (1/3)).
+DR_DENSE_SWITCH = None
 
 # Run OpenBLAS single-threaded while the CPU kernels run: their dense products
 # are split over Numba's threads, and two thread pools on the same cores fight.

@@ -73,8 +73,7 @@ class EGRUResult:
         v = ctx.get("saved", {}).get("v")
         if v is None or v.shape != self.y.shape:
             return None
-        band = reference.surrogate(v, ctx["thr"], 1.0, ctx["support"]) > 0
-        return (self.c != 0) | band
+        return reference.backward_active(v, self.c, ctx["thr"], ctx["support"])
 
 
 def egru_forward(x, W, R, bx, br, thr, h0=None, y0=None, *, damp=None, support=None,
@@ -353,8 +352,12 @@ class _ReferenceBackend:
         H = ctx["R"].shape[0]
         steps = int(ctx["lengths"].sum())
         dense = (2 * steps - len(ctx["lengths"])) * H * 3 * H
-        stats.update(bwd_macs=dense, bwd_macs_dense=dense, backward_active=1.0,
-                     backward_sparsity=0.0)
+        saved = ctx["saved"]
+        active, rows = reference.backward_active_count(saved["v"], saved["c"], ctx["thr"],
+                                                       ctx["support"], ctx["lengths"],
+                                                       ctx["dense_gru"])
+        stats.update(bwd_macs=dense, bwd_macs_dense=dense, backward_active=active / max(rows, 1),
+                     backward_sparsity=1 - active / max(rows, 1))
         return grads
 
 

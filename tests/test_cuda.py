@@ -47,6 +47,9 @@ def cuda_test(fn):
 @pytest.fixture(params=LAUNCH, ids=lambda p: f"tpb{p[0]}-grid{p[1]}")
 def launch(request, monkeypatch):
     tpb, blocks = request.param
+    # the CUDA kernels are always event-driven: compare with the CPU's event paths
+    for name in ("BACKWARD_DENSE_SWITCH", "DR_DENSE_SWITCH"):
+        monkeypatch.setattr(config, name, 1.0)
     if tpb is not None:
         monkeypatch.setattr(config, "THREADS_PER_BLOCK", tpb)
         monkeypatch.setattr(kc, "MAX_BLOCKS", blocks)

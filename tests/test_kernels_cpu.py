@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from evsim import _validate, config, egru_backward
 from evsim.functional import GRAD_KEYS
-from evsim.kernels import reference
+from evsim.kernels import cpu_backend, reference
 
 FAST = ("cpu", "dense")
 
@@ -228,7 +228,7 @@ def test_forward_counters_default_switch_low_activity():
     p = make_problem(T=6, B=4, I=3, H=16, seed=5)
     p = p.replace(thr=np.where(np.arange(16) % 4 == 0, 0.1, 5.0))  # <= 1/4 can fire
     res = p.forward(backend="cpu")
-    assert res.stats["activity"] < config.DENSE_SWITCH_ACTIVITY
+    assert res.stats["activity"] < cpu_backend.forward_switch(4)
     assert res.stats["events"] > 0
     assert res.stats["fwd_macs"] == _event_macs(res, p.y0, np.full(4, 6), 16)
     assert res.stats["fwd_macs"] < res.stats["fwd_macs_dense"]
@@ -262,8 +262,9 @@ def test_backward_counters_and_support():
         sparsity[support] = s["backward_sparsity"]
         dense = p.forward(backend="dense", support=support, damp=support)
         egru_backward(dense, np.ones_like(dense.y))
-        assert dense.stats["backward_sparsity"] == 0.0
-        assert dense.stats["bwd_macs_dense"] == s["bwd_macs_dense"]
+        # sparsity is a property of the model; the dense path does all the work anyway
+        assert dense.stats["backward_sparsity"] == pytest.approx(s["backward_sparsity"])
+        assert dense.stats["bwd_macs"] == dense.stats["bwd_macs_dense"] == s["bwd_macs_dense"]
     assert sparsity[1.0] <= sparsity[3.6] <= sparsity[20.0]
     assert sparsity[1.0] < sparsity[20.0]
 
@@ -296,11 +297,13 @@ def allow_nan_in_R(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_event_forward_reads_only_rows_of_fired_units(allow_nan_in_R, dtype):
+def test_event_forward_reads_only_rows_of_fired_units(allow_nan_in_R, monkeypatch, dtype):
     """NaN in the rows of R of units that never fire must not reach anything:
     the event-driven forward adds rows of fired units only, the sparse backward
     computes dq R^T only for backward-active units (fired or within the band)
     and dR only over events. Only dL/dy0 needs every row."""
+    for name in ("DENSE_SWITCH_ACTIVITY", "BACKWARD_DENSE_SWITCH", "DR_DENSE_SWITCH"):
+        monkeypatch.setattr(config, name, 1.0)  # event-driven paths only
     p, silent = _silent_problem(dtype)
     rng = np.random.default_rng(0)
     R_nan = p.R.copy()
@@ -310,7 +313,6 @@ def test_event_forward_reads_only_rows_of_fired_units(allow_nan_in_R, dtype):
     ref = p.replace(R=R_zero).forward(backend="reference")
     res = p.replace(R=R_nan).forward(backend="cpu")
     assert res.stats["events"] > 0
-    assert res.stats["activity"] < config.DENSE_SWITCH_ACTIVITY
     for k in ("y", "h", "c", "h_last", "y_last"):
         assert np.all(np.isfinite(getattr(res, k))), k
         assert_close(getattr(res, k), getattr(ref, k), tol_for(dtype), k)

@@ -464,8 +464,9 @@ def egru_backward(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
     The pointwise backward runs for every unit (the state path is dense); the
     recurrent gradient ``dq_t R^T`` is computed only for units of step t - 1
     that are backward-active (fired or inside the surrogate band), since dL/dy
-    of every other unit is multiplied by zero. dR is left to
-    ``cpu_events.grad_weight_dense`` (event by event), dx, dW and the biases to the caller (GEMMs on ``da``).
+    of every other unit is multiplied by zero. dR is left to the caller
+    (``cpu_events.grad_weight_dense``, event by event), and so are dx, dW and
+    the biases (GEMMs on ``da``).
     Work items are (sample, unit block): the recurrent gradient of the units of
     a block at step t and their pointwise backward at step t - 1 run in the
     same item, one parallel region per step.

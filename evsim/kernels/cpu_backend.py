@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from evsim import config
-from evsim.kernels import cpu, cpu_events
+from evsim.kernels import cpu, cpu_events, reference
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
 _SAVED = ("v", "z", "r", "g", "qg")
@@ -72,6 +72,24 @@ def single_threaded_blas():
             set_(n)
 
 
+def forward_switch(B):
+    """Fraction of active units above which a forward step uses the dense product."""
+    level = config.DENSE_SWITCH_ACTIVITY
+    return min(1.0, 1.4 / np.sqrt(B)) if level is None else level
+
+
+def backward_switch(B):
+    """Backward-active fraction above which dq R^T runs dense for the sequence."""
+    level = config.BACKWARD_DENSE_SWITCH
+    return 0.9 / np.sqrt(B) if level is None else level
+
+
+def dR_switch(B):
+    """Activity above which dR is one GEMM instead of event by event."""
+    level = config.DR_DENSE_SWITCH
+    return 0.2 / B ** (1 / 3) if level is None else level
+
+
 def forward(ctx):
     """Run the forward kernel; store what the backward needs in ``ctx``."""
     a = ctx["a"]
@@ -87,7 +105,7 @@ def forward(ctx):
     ev_cnt = np.zeros((T + 1, B), np.int32)
     q = np.zeros((B, 3 * H), dt)
     counts = np.zeros((B, 3), np.int64)
-    switch = -1.0 if ctx["backend"] == "dense" else config.DENSE_SWITCH_ACTIVITY
+    switch = -1.0 if ctx["backend"] == "dense" else forward_switch(B)
     with single_threaded_blas():
         cpu.egru_forward(a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
                          ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
@@ -113,17 +131,21 @@ def backward(ctx, dy, dh, dy_last, stats):
     dq = np.zeros((T, B, G), dt)
     dthr_b = np.zeros((B, H), dt)
     counts = np.zeros((B, 2), np.int64)
-    dense = ctx["backend"] == "dense"
-    kernel = cpu.egru_backward_dense if dense else cpu.egru_backward
+    lengths = ctx["lengths"]
+    active, rows = reference.backward_active_count(
+        saved["v"], ctx["c"], thr, ctx["support"], ctx["lengths"], ctx["dense_gru"])
+    event_driven = ctx["backend"] != "dense"
+    sparse_dy = event_driven and active <= backward_switch(B) * rows
+    event_dR = event_driven and stats["activity"] <= dR_switch(B)
+    kernel = cpu.egru_backward if sparse_dy else cpu.egru_backward_dense
     with single_threaded_blas():
         kernel(ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"],
                ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]), ctx["c"],
                saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"], ctx["h0"],
                ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts, numba.get_num_threads())
-    lengths = ctx["lengths"]
     # dR = sum over steps of y_{t-1}^T dq_t: the weight gradient of the recurrent projection
     yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
-    if dense:
+    if not event_dR:
         dR = yprev.reshape(T * B, H).T @ dq.reshape(T * B, G)
         dR_macs = int(lengths.sum()) * H * G
     else:  # event by event: only rows of units that fired (slot t of the lists feeds step t)
@@ -132,13 +154,11 @@ def backward(ctx, dy, dh, dy_last, stats):
                                                lengths, dR)
     if ctx["rmask"] is not None:
         dR *= ctx["rmask"]
-    total = counts.sum(axis=0)
-    active = int(total[0])
-    dense_rows = int(total[1])
-    stats.update(bwd_macs=active * G + dR_macs,
-                 bwd_macs_dense=dense_rows * G + int(lengths.sum()) * H * G,
-                 backward_active=active / max(dense_rows, 1),
-                 backward_sparsity=1.0 - active / max(dense_rows, 1))
+    rows_done, rows_dense = counts.sum(axis=0)
+    stats.update(bwd_macs=int(rows_done) * G + dR_macs,
+                 bwd_macs_dense=int(rows_dense) * G + int(lengths.sum()) * H * G,
+                 backward_active=active / max(rows, 1),
+                 backward_sparsity=1.0 - active / max(rows, 1))
     return {
         "drive": da,
         "R": dR,

@@ -31,6 +31,23 @@ def surrogate(v, thr, damp, support):
     return damp * np.maximum(0.0, 1.0 - support * np.abs(v - thr))
 
 
+def backward_active(v, c, thr, support):
+    """Units whose output can carry a gradient: fired, or inside the surrogate band."""
+    return (c != 0) | (surrogate(v, thr, 1.0, support) > 0)
+
+
+def backward_active_count(v, c, thr, support, lengths, dense_gru=False):
+    """(backward-active unit-steps, all unit-steps) over the steps t - 1 whose
+    recurrent gradient BPTT needs: t = 1 .. lengths[b] - 1 of each sample."""
+    T, _, H = v.shape
+    alive = np.arange(1, T)[:, None] < np.asarray(lengths)[None, :]  # (T - 1, B)
+    rows = int(alive.sum()) * H
+    if dense_gru:
+        return rows, rows
+    mask = backward_active(v[:-1], c[:-1], thr, support)
+    return int(np.count_nonzero(mask & alive[:, :, None])), rows
+
+
 def forward(x, W, R, bx, br, thr, h0, y0, keep=None, rmask=None, trace_alpha=None,
             lengths=None, dense_gru=False):
     """Run the EGRU over a sequence; return a dict of outputs and saved tensors."""
