@@ -303,7 +303,8 @@ def write(args, settings, results, env, started, finished):
              f"Measured with evsim {evsim.__version__} by `benchmarks/training.py` "
              f"({'--quick, ' if args.quick else ''}tasks {', '.join(settings)}); "
              f"started {started}, {'finished ' + finished if finished else 'IN PROGRESS'}.",
-             f"Machine: {env['machine']}. {args.note}. Numba threads: {env['threads']}.", "",
+             f"Machine: {env['machine']}. {args.note}. Numba threads: {env['threads']}. "
+             f"evsim commit: {env.get('commit', 'unknown')}.", "",
              "Metric: test accuracy (classification) or test perplexity (PTB). Activity: "
              "fraction of unit-steps with an event on the test set (100 % for the GRU). "
              "Backward sparsity: fraction of unit-steps outside the backward-active set "
@@ -337,6 +338,21 @@ def write(args, settings, results, env, started, finished):
         os.replace(args.json + ".tmp", args.json)
 
 
+def _commit():
+    """Short git commit of the checkout (+ "-dirty" when evsim/ has changes), or "unknown"."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "evsim"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads > 0:  # before numba / numpy start their pools
@@ -348,7 +364,7 @@ def main(argv=None):
     settings = task_settings(args)
     env = dict(machine=f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
                        f"{platform.python_version()}, numba {numba.__version__}",
-               threads=numba.get_num_threads())
+               threads=numba.get_num_threads(), commit=_commit())
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 
     def log(msg):
