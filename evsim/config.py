@@ -21,7 +21,7 @@ FAST_EXP_FLOAT32 = True
 # measured by benchmarks/kernels.py on 2-core AVX-512 machines (one thread;
 # benchmarks/RESULTS.md). Both paths give the same result; only time differs.
 # Forward: a dense product for a step when more than this fraction of the
-# batch's units emitted an event at the previous step (auto: min(1, 1.4 / sqrt(B))).
+# batch's units emitted an event at the previous step (auto: min(1, 1.8 / sqrt(B))).
 DENSE_SWITCH_ACTIVITY = None
 # Backward: dense dq R^T for the whole sequence when more than this fraction of
 # unit-steps is backward-active (auto: 0.9 / sqrt(B)).

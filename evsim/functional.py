@@ -110,7 +110,9 @@ def egru_forward(x, W, R, bx, br, thr, h0=None, y0=None, *, damp=None, support=N
     -------
     EGRUResult
         With ``stats``: ``events``, ``activity`` (events per unit-step),
-        ``fwd_macs`` (recurrent multiply-adds done), ``fwd_macs_dense`` (the
+        ``fwd_macs`` (recurrent multiply-adds done; the CPU backend may take the
+        dense product where that is faster), ``fwd_macs_event`` (what the
+        event-driven path needs: 3H per event), ``fwd_macs_dense`` (the
         dense equivalent), ``input_macs``, ``unit_steps``.
     """
     return _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zoneout,
@@ -164,7 +166,7 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
     -------
     dict with keys ``x, W, R, bx, br, thr, h0, y0`` and ``drive`` (dL/d of
     the input drive x W + bx): true gradients (no clipping). ``result.stats``
-    gains ``bwd_macs``, ``bwd_macs_dense``,
+    gains ``bwd_macs`` (done), ``bwd_macs_event`` (needed by sparse BPTT), ``bwd_macs_dense``,
     ``backward_active`` (fraction of unit-steps whose recurrent gradient was
     computed) and ``backward_sparsity`` (1 - backward_active).
     For a GRU result, ``h0`` holds the whole gradient of the initial state.
@@ -193,6 +195,7 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
         _backend_module(ctx["backend"]).output_trace_backward(dtrace, ctx["trace_alpha"], dy)
     grads = _backend_module(ctx["backend"]).backward(ctx, dy, dh.copy(), dyl.copy(),
                                                      result.stats)
+    result.stats.setdefault("bwd_macs_event", result.stats["bwd_macs"])
     grads = {k: grads[k] for k in ("drive", "R", "br", "thr", "h0", "y0")}
     if ctx["x"] is not None:
         grads.update(_input_drive_backward(ctx["x"], ctx["W"], grads["drive"]))
@@ -255,6 +258,7 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
         trace = np.zeros_like(out["y"])
         module.output_trace(out["y"], trace_alpha, trace)
     unit_steps = int(lengths.sum()) * H
+    out["stats"].setdefault("fwd_macs_event", out["stats"]["fwd_macs"])
     stats = dict(out["stats"], unit_steps=unit_steps,
                  activity=out["stats"]["events"] / unit_steps,
                  input_macs=int(lengths.sum()) * In * 3 * H if x is not None else 0)

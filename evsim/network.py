@@ -92,7 +92,8 @@ class ForwardPass:
     def summary(self):
         """Totals over the network: events, forward (and backward) multiply-adds
         done and their dense equivalents, wall-clock seconds."""
-        keys = ("events", "fwd_macs", "fwd_macs_dense", "bwd_macs", "bwd_macs_dense")
+        keys = ("events", "fwd_macs", "fwd_macs_event", "fwd_macs_dense", "bwd_macs",
+                "bwd_macs_event", "bwd_macs_dense")
         out = {k: 0 for k in keys}
         for table in (self.stats, self.projection_stats):
             for st in table.values():
@@ -376,8 +377,10 @@ class Network:
             if getattr(pop, "trace_alpha", None) is not None and run.variables is not None:
                 outputs[pop.name + ".trace"] = run.variables()["trace"]
             st = dict(run.stats, wall_s=pop_wall[pop.name])
+            st.setdefault("fwd_macs_event", st["fwd_macs"])
             for proj in self._incoming(pop):
                 st["fwd_macs"] += pstats[proj.name]["fwd_macs"]
+                st["fwd_macs_event"] += pstats[proj.name]["fwd_macs"]
                 st["fwd_macs_dense"] += pstats[proj.name]["fwd_macs_dense"]
             stats[pop.name] = st
             self.state[pop.name] = run.state
@@ -590,6 +593,7 @@ class Network:
             for k, g in pgrads.items():
                 out[f"{pop.name}.{k}"] = g
             bst = dict(st)
+            bst.setdefault("bwd_macs_event", bst["bwd_macs"])
             for proj in self._incoming(pop):
                 src = proj.source
                 need = (not src.is_input) or bool(src.params)
@@ -598,6 +602,7 @@ class Network:
                 out[f"{proj.name}.W"] = dW
                 fp.projection_stats[proj.name].update(pst)
                 bst["bwd_macs"] += pst["bwd_macs"]
+                bst["bwd_macs_event"] += pst["bwd_macs"]
                 bst["bwd_macs_dense"] += pst["bwd_macs_dense"]
                 if dsrc is not None:
                     dys[src.name] = dsrc if src.name not in dys else dys[src.name] + dsrc

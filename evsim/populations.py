@@ -196,7 +196,8 @@ class EGRU(Population):
         res = self._call(drive, state, training, backend, lengths, rng)
         ev = res.events
         events = None if (ev is None or self._gru) else (ev[0][1:], ev[1][1:])
-        stats = {k: res.stats[k] for k in ("events", "activity", "fwd_macs", "fwd_macs_dense")}
+        stats = {k: res.stats[k] for k in ("events", "activity", "fwd_macs", "fwd_macs_event",
+                                           "fwd_macs_dense")}
         thr = None if self._gru else self.params["thr"]
 
         def variables():
@@ -241,7 +242,8 @@ class EGRU(Population):
         grads = {"R": g["R"], "br": g["br"], "bx": g["drive"].reshape(-1, 3 * self.size).sum(0)}
         if not self._gru:
             grads["thr"] = g["thr"]
-        st = {k: res.stats[k] for k in ("bwd_macs", "bwd_macs_dense", "backward_sparsity")}
+        st = {k: res.stats[k] for k in ("bwd_macs", "bwd_macs_event", "bwd_macs_dense",
+                                        "backward_sparsity")}
         return g["drive"], grads, st
 
 

@@ -75,7 +75,7 @@ def single_threaded_blas():
 def forward_switch(B):
     """Fraction of active units above which a forward step uses the dense product."""
     level = config.DENSE_SWITCH_ACTIVITY
-    return min(1.0, 1.4 / np.sqrt(B)) if level is None else level
+    return min(1.0, 1.8 / np.sqrt(B)) if level is None else level
 
 
 def backward_switch(B):
@@ -88,6 +88,13 @@ def dR_switch(B):
     """Activity above which dR is one GEMM instead of event by event."""
     level = config.DR_DENSE_SWITCH
     return 0.2 / B ** (1 / 3) if level is None else level
+
+
+def _events_feeding(ev_cnt, lengths):
+    """Events that feed a simulated step (slot t feeds step t < length)."""
+    T = ev_cnt.shape[0] - 1
+    alive = np.arange(T)[:, None] < lengths[None, :]
+    return int((ev_cnt[:T] * alive).sum())
 
 
 def forward(ctx):
@@ -115,6 +122,7 @@ def forward(ctx):
     ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
     total = counts.sum(axis=0)
     out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]),
+                        fwd_macs_event=_events_feeding(ev_cnt, ctx["lengths"]) * 3 * H,
                         fwd_macs_dense=int(total[2]))
     return out
 
@@ -156,6 +164,7 @@ def backward(ctx, dy, dh, dy_last, stats):
         dR *= ctx["rmask"]
     rows_done, rows_dense = counts.sum(axis=0)
     stats.update(bwd_macs=int(rows_done) * G + dR_macs,
+                 bwd_macs_event=(active + _events_feeding(ctx["ev_cnt"], lengths)) * G,
                  bwd_macs_dense=int(rows_dense) * G + int(lengths.sum()) * H * G,
                  backward_active=active / max(rows, 1),
                  backward_sparsity=1.0 - active / max(rows, 1))

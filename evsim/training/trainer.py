@@ -108,7 +108,8 @@ def _pos_int(name, value, allow_none=False):
 class _Meter:
     """Accumulates loss, metric and the cost counters over batches."""
 
-    _COUNTERS = ("fwd_macs", "fwd_macs_dense", "bwd_macs", "bwd_macs_dense")
+    _COUNTERS = ("fwd_macs", "fwd_macs_event", "fwd_macs_dense",
+                 "bwd_macs", "bwd_macs_event", "bwd_macs_dense")
 
     def __init__(self):
         self.loss = 0.0
@@ -134,7 +135,7 @@ class _Meter:
         for name, st in stats.items():
             if not isinstance(st, dict):
                 continue
-            for key in (self._COUNTERS[2:] if backward else self._COUNTERS[:2]):
+            for key in (self._COUNTERS[3:] if backward else self._COUNTERS[:3]):
                 if key in st:
                     self.counters[key] += int(st[key])
             if name not in trainer._recurrent:
