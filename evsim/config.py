@@ -34,6 +34,11 @@ DR_DENSE_SWITCH = None
 # are split over Numba's threads, and two thread pools on the same cores fight.
 BLAS_SINGLE_THREAD_IN_KERNELS = True
 
+# Backward through a dense projection from an event source: dout W^T as one
+# BLAS product followed by the backward-active mask when at least this fraction
+# of source unit-steps is active (a 128 x 10000 readout: BLAS won from 20 % up).
+GRAD_SOURCE_DENSE_SWITCH = 0.1
+
 # CUDA kernels
 THREADS_PER_BLOCK = 256
 

@@ -602,7 +602,7 @@ class Network:
                 out[f"{proj.name}.W"] = dW
                 fp.projection_stats[proj.name].update(pst)
                 bst["bwd_macs"] += pst["bwd_macs"]
-                bst["bwd_macs_event"] += pst["bwd_macs"]
+                bst["bwd_macs_event"] += pst.get("bwd_macs_event", pst["bwd_macs"])
                 bst["bwd_macs_dense"] += pst["bwd_macs_dense"]
                 if dsrc is not None:
                     dys[src.name] = dsrc if src.name not in dys else dys[src.name] + dsrc

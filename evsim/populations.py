@@ -378,7 +378,9 @@ class Readout(Population):
             u0[0] += self.leak / (1 - self.leak) * state["out"]  # carries out_{-1}
             cpu.output_trace(u0, self.leak, y)
         valid = _valid(lengths, T)
-        y = np.where(valid[..., None], y, 0).astype(drive.dtype)
+        if not valid.all():  # the readout's output can be large (T, B, vocabulary)
+            y = np.where(valid[..., None], y, 0)
+        y = y.astype(drive.dtype, copy=False)
         last = y[lengths - 1, np.arange(B)]
         return PopRun(y=y, state={"out": last}, saved=lengths,
                       stats=dict(events=0, activity=0.0, fwd_macs=0, fwd_macs_dense=0),
@@ -397,7 +399,7 @@ class Readout(Population):
         lengths = run.saved
         T = dy.shape[0]
         valid = _valid(lengths, T)[..., None]
-        g = np.where(valid, dy, 0).astype(dy.dtype)
+        g = dy if valid.all() else np.where(valid, dy, 0)
         if self.leak is not None:
             du = np.zeros_like(g)
             cpu.output_trace_backward(g, self.leak, du)

@@ -28,6 +28,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from evsim import config
 from evsim.kernels import cpu_events as kev
 
 __all__ = ["Projection"]
@@ -194,9 +195,16 @@ class Projection:
             y2, d2 = y.reshape(T * B, N), dout.reshape(T * B, M)
             dW = y2.T @ d2 if rows is None else y2[rows].T @ d2[rows]
             w_macs = dense_w
+        src_macs_event = 0
         if need_src:
             dsrc = np.empty_like(y)
-            if self.kind == "dense" and not use_mask:
+            # rows of dout W^T that sparse BPTT needs: the source's backward-active units
+            n_active = int(np.count_nonzero(mask & _valid(lengths, T, B))) if use_mask else None
+            src_macs_event = dense_w if n_active is None else n_active * M
+            dense_src = not use_mask or n_active >= config.GRAD_SOURCE_DENSE_SWITCH * mask.size
+            if self.kind == "dense" and dense_src:
+                # one BLAS product (then the mask) beats a row-by-row loop unless few
+                # units are backward-active (measured: benchmarks/TRAINING-RESULTS.md)
                 rows = _valid_rows(lengths, T, B)
                 d2 = dout.reshape(T * B, M)
                 if rows is None:
@@ -204,6 +212,8 @@ class Projection:
                 else:
                     dsrc[:] = 0
                     dsrc.reshape(T * B, N)[rows] = d2[rows] @ W.T
+                if use_mask:
+                    dsrc *= mask
                 src_macs = dense_w
             elif self.kind == "dense":
                 src_macs = kev.grad_source_dense(dout, W, mask_arr, use_mask, lengths, dsrc)
@@ -211,9 +221,15 @@ class Projection:
                 src_macs = kev.grad_source_csr(dout, self.indptr, self.indices, W, mask_arr,
                                                use_mask, lengths, dsrc)
         stats = dict(bwd_macs=int(w_macs + src_macs),
+                     bwd_macs_event=int(w_macs + src_macs_event),
                      bwd_macs_dense=dense_w * (2 if need_src else 1),
                      bwd_wall_s=time.perf_counter() - t0)
         return dW, dsrc, stats
+
+
+def _valid(lengths, T, B):
+    """(T, B, 1) bool: steps within each sample's length."""
+    return (np.arange(T)[:, None] < np.asarray(lengths)[None, :B])[:, :, None]
 
 
 def _valid_rows(lengths, T, B):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from evsim import config
 from evsim.network import Network
 from evsim.populations import EGRU, GRU, LIF, DenseInput, Embedding, Readout
 
@@ -135,7 +136,14 @@ def test_fd_egru_trace_output():
     _check_fd(net, {"x": x}, lengths, cot)
 
 
-def test_sparse_bptt_equals_dense_bptt():
+@pytest.mark.parametrize("paths", ["auto", "event-driven"])
+def test_sparse_bptt_equals_dense_bptt(monkeypatch, paths):
+    """The network's backward equals the dense and reference backward, both with
+    the automatic switches and with every event-driven path forced."""
+    if paths == "event-driven":
+        for name in ("DENSE_SWITCH_ACTIVITY", "BACKWARD_DENSE_SWITCH", "DR_DENSE_SWITCH"):
+            monkeypatch.setattr(config, name, 1.0)
+        monkeypatch.setattr(config, "GRAD_SOURCE_DENSE_SWITCH", 2.0)  # row-by-row dout W^T
     rng = np.random.default_rng(7)
     T, B = 8, 3
     x = rng.normal(size=(T, B, 3))
