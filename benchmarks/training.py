@@ -238,9 +238,9 @@ def _pct(x):
 
 def table(results):
     lines = ["| task | model | test metric | activity | backward sparsity | "
-             "forward MACs: done / dense | backward MACs: done / dense | "
-             "train s / epoch | vs GRU |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "forward MACs: event-driven / dense | backward MACs: event-driven / dense | "
+             "forward, backward MACs done | train s / epoch | vs GRU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     gru_time = {r["task"]: sum(r["epoch_s"]) / len(r["epoch_s"])
                 for r in results if r["model"] == "gru"}
     for r in results:
@@ -253,7 +253,10 @@ def table(results):
         rel = f"{per / gru_time[r['task']]:.2f}x" if r["task"] in gru_time else "-"
         lines.append(
             f"| {r['task']} | {r['run']} | {m} | {_pct(t['activity'])} | "
-            f"{_pct(t['backward_sparsity'])} | {_macs(t['fwd_macs'], t['fwd_macs_dense'])} | "
+            f"{_pct(t['backward_sparsity'])} | "
+            f"{_macs(t.get('fwd_macs_event', t['fwd_macs']), t['fwd_macs_dense'])} | "
+            f"{_macs(t.get('bwd_macs_event', t['bwd_macs']), t['bwd_macs_dense'])} | "
+            f"{_macs(t['fwd_macs'], t['fwd_macs_dense'])}, "
             f"{_macs(t['bwd_macs'], t['bwd_macs_dense'])} | {per:.1f} | {rel} |")
     return lines
 
