@@ -215,9 +215,12 @@ def test_forward_counters(monkeypatch, case):
     assert s["fwd_macs_dense"] == steps * H * 3 * H
     assert s["input_macs"] == steps * p.shape[2] * 3 * H
     assert s["fwd_macs"] == _event_macs(res, y0, lengths, H)
+    assert s["fwd_macs_event"] == s["fwd_macs"]
     monkeypatch.setattr(config, "DENSE_SWITCH_ACTIVITY", -1.0)  # dense product every step
     res = p.forward(backend="cpu", **fkw)
     assert res.stats["fwd_macs"] == steps * H * 3 * H
+    # what the event-driven path needs does not depend on the path taken
+    assert res.stats["fwd_macs_event"] == s["fwd_macs_event"]
     dense = p.forward(backend="dense", **fkw)
     assert dense.stats["fwd_macs"] == dense.stats["fwd_macs_dense"] == steps * H * 3 * H
     assert dense.stats["events"] == s["events"]

@@ -121,8 +121,9 @@ def forward(ctx):
                          numba.get_num_threads())
     ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
     total = counts.sum(axis=0)
-    out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]),
-                        fwd_macs_event=_events_feeding(ev_cnt, ctx["lengths"]) * 3 * H,
+    # a GRU has no events: its outputs are dense, whatever their values
+    needed = int(total[1]) if ctx["dense_gru"] else _events_feeding(ev_cnt, ctx["lengths"]) * 3 * H
+    out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]), fwd_macs_event=needed,
                         fwd_macs_dense=int(total[2]))
     return out
 
@@ -163,8 +164,9 @@ def backward(ctx, dy, dh, dy_last, stats):
     if ctx["rmask"] is not None:
         dR *= ctx["rmask"]
     rows_done, rows_dense = counts.sum(axis=0)
-    stats.update(bwd_macs=int(rows_done) * G + dR_macs,
-                 bwd_macs_event=(active + _events_feeding(ctx["ev_cnt"], lengths)) * G,
+    done = int(rows_done) * G + dR_macs
+    needed = done if ctx["dense_gru"] else (active + _events_feeding(ctx["ev_cnt"], lengths)) * G
+    stats.update(bwd_macs=done, bwd_macs_event=needed,
                  bwd_macs_dense=int(rows_dense) * G + int(lengths.sum()) * H * G,
                  backward_active=active / max(rows, 1),
                  backward_sparsity=1.0 - active / max(rows, 1))
