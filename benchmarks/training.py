@@ -315,7 +315,11 @@ def write(args, settings, results, env, started, finished):
              "forward + backward pass over the test set without an update. MACs: "
              "multiply-adds counted by the kernels on the test set (recurrent population + "
              "event-driven projections; input projections and the readout of a GRU are "
-             "dense), done / dense equivalent. Train s / epoch: wall clock of the training "
+             "dense). Event-driven: what propagating only events and back-propagating "
+             "only through backward-active units needs; done: what the kernels did, which "
+             "take the dense BLAS product where that measured faster (at these batch sizes, "
+             "most of the time); dense: a dense GRU of the same size. Train s / epoch: "
+             "wall clock of the training "
              "pass only (no validation), mean over epochs; 'vs GRU' divides it by the GRU's.",
              "", *table(results), "", "## Settings", ""]
     for task, s in settings.items():
