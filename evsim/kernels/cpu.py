@@ -190,6 +190,14 @@ def _accumulate_events(R, yprev, ev_idx_s, blk_cnt_s, P, lo, hi, qk):
     return n_ev
 
 
+@numba.njit(inline="always", **_JIT)
+def _saved_rows(v, z, r, g, qg, t, b, save):
+    """Rows of the saved arrays for (t, b); a dummy row when nothing is saved."""
+    if save:
+        return v[t, b], z[t, b], r[t, b], g[t, b], qg[t, b]
+    return v[0, 0], z[0, 0], r[0, 0], g[0, 0], qg[0, 0]
+
+
 @numba.njit(**_JIT)
 def _pointwise_forward(at, qk, br, thr, hprev, keep_row, per_elem, dense_gru, save,
                        yrow, hrow, crow, vrow, zrow, rrow, grow, qgrow, lo, hi):
@@ -305,11 +313,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
                         continue
                     macs[t, b] = H * G
                     krow = keep[t, b] if per_elem else keep[0, 0]
-                    vr = v[t, b] if save else v[0, 0]
-                    zr = z[t, b] if save else z[0, 0]
-                    rr = r[t, b] if save else r[0, 0]
-                    gr = g[t, b] if save else g[0, 0]
-                    qgr = qg[t, b] if save else qg[0, 0]
+                    vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
                     _pointwise_forward(a[t, b], qk[b], br, thr, hprev_all[b], krow, per_elem,
                                        dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr,
                                        rr, gr, qgr, lo, hi)
@@ -330,11 +334,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
                 if k == 0:
                     macs[t, b] = n_ev * G
                 krow = keep[t, b] if per_elem else keep[0, 0]
-                vr = v[t, b] if save else v[0, 0]
-                zr = z[t, b] if save else z[0, 0]
-                rr = r[t, b] if save else r[0, 0]
-                gr = g[t, b] if save else g[0, 0]
-                qgr = qg[t, b] if save else qg[0, 0]
+                vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
                 _pointwise_forward(a[t, b], qk, br, thr, hprev_all[b], krow, per_elem,
                                    dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr, rr,
                                    gr, qgr, lo, hi)
