@@ -92,6 +92,8 @@ def build_parser():
     t.add_argument("--resume", action="store_true",
                    help="continue from --checkpoint when it exists")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=int, help="most threads to use (default: all cores; "
+                   "the result is the same for every value)")
     t.add_argument("--show-defaults", action="store_true",
                    help="print the task's defaults and exit")
     return parser
@@ -260,6 +262,8 @@ def cmd_train(args, out=print):
         raise CLIError("--resume needs --checkpoint PATH")
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1, got {args.limit}")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
     s = _settings(args)
     t_start = time.perf_counter()
     train, valid, test, kind = load_task(args.task, seed=args.seed, limit=args.limit,
@@ -273,7 +277,8 @@ def cmd_train(args, out=print):
         activity_target=s["activity_target"], activity_strength=s["activity_strength"],
         clip=args.clip or None, progress=not args.no_progress, checkpoint=args.checkpoint,
         patience=args.patience, restore_best=True, max_len=args.max_len, bptt=args.bptt,
-        lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule, log=out)
+        lr_schedule=None if args.lr_schedule == "none" else args.lr_schedule, log=out,
+        threads=args.threads)
     size = len(train) if kind != "lm" else train.size
     out(f"evsim train: task {args.task} ({size} training {'tokens' if kind == 'lm' else 'samples'}"
         f"), model {args.model}, hidden {s['hidden']}, epochs {s['epochs']}, batch "

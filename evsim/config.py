@@ -30,9 +30,26 @@ BACKWARD_DENSE_SWITCH = None
 # (auto: 0.2 / B ** (1/3)).
 DR_DENSE_SWITCH = None
 
-# Run OpenBLAS single-threaded while the CPU kernels run: their dense products
-# are split over Numba's threads, and two thread pools on the same cores fight.
-BLAS_SINGLE_THREAD_IN_KERNELS = True
+# Threads (evsim.threads decides, in one place). NUM_THREADS caps the Numba
+# threads of every call (None: all Numba's threads); BLAS runs single-threaded
+# inside evsim's calls whatever this says.
+NUM_THREADS = None
+# Whole-sequence kernels split the batch into tiles of at most TILE_SAMPLES
+# samples, and into at least MIN_TILES tiles when B allows (tile size depends
+# on B only, so results do not depend on the thread count).
+TILE_SAMPLES = 8
+MIN_TILES = 2
+# A call doing fewer multiply-adds than this runs on one thread: waking a
+# second one costs more than it saves (and much more on a loaded machine).
+PARALLEL_MIN_WORK = 4_000_000
+# At batch 1 the columns (forward) and units (backward) are the only parallel
+# axis, with one parallel region per step: used from this many units up, where
+# a step reads megabytes of R (below, one thread streams the fired rows fast
+# enough and never waits for another).
+COLUMN_SPLIT_MIN_H = 2048
+# Columns of R per block of the tiled event accumulation: the rows of a block
+# fired by several samples of a tile are read from memory once.
+COL_BLOCK = 512
 
 # Backward through a dense projection from an event source: dout W^T as one
 # BLAS product followed by the backward-active mask when at least this fraction

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evsim import _validate as check
-from evsim import config
+from evsim import config, threads
 from evsim.kernels import reference
 
 BACKENDS = ("cpu", "dense", "reference", "cuda")
@@ -115,9 +115,10 @@ def egru_forward(x, W, R, bx, br, thr, h0=None, y0=None, *, damp=None, support=N
         event-driven path needs: 3H per event), ``fwd_macs_dense`` (the
         dense equivalent), ``input_macs``, ``unit_steps``.
     """
-    return _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zoneout,
-                    zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
-                    dense_gru=False)
+    with threads.owned():
+        return _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend,
+                        zoneout, zoneout_mask, dropconnect, dropconnect_mask, trace_alpha,
+                        lengths, rng, dense_gru=False)
 
 
 def gru_forward(x, W, R, bx, br, h0=None, *, training=True, backend="dense", zoneout=0.0,
@@ -130,9 +131,10 @@ def gru_forward(x, W, R, bx, br, h0=None, *, training=True, backend="dense", zon
     """
     R = check.float_array("R", R, (None, None))
     thr = np.zeros(R.shape[0], dtype=R.dtype)
-    return _forward(x, W, R, bx, br, thr, h0, h0, 0.0, 1.0, training, backend, zoneout,
-                    zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
-                    dense_gru=True)
+    with threads.owned():
+        return _forward(x, W, R, bx, br, thr, h0, h0, 0.0, 1.0, training, backend, zoneout,
+                        zoneout_mask, dropconnect, dropconnect_mask, trace_alpha, lengths, rng,
+                        dense_gru=True)
 
 
 def egru_forward_drive(drive, R, br, thr, h0=None, y0=None, *, damp=None, support=None,
@@ -147,9 +149,10 @@ def egru_forward_drive(drive, R, br, thr, h0=None, y0=None, *, damp=None, suppor
         R = check.float_array("R", R, (None, None))
         thr = np.zeros(R.shape[0], dtype=R.dtype)
         y0, damp, support = h0, 0.0, 1.0
-    return _forward(None, None, R, None, br, thr, h0, y0, damp, support, training, backend,
-                    zoneout, zoneout_mask, dropconnect, dropconnect_mask, trace_alpha,
-                    lengths, rng, dense_gru=gru, a=drive)
+    with threads.owned():
+        return _forward(None, None, R, None, br, thr, h0, y0, damp, support, training,
+                        backend, zoneout, zoneout_mask, dropconnect, dropconnect_mask,
+                        trace_alpha, lengths, rng, dense_gru=gru, a=drive)
 
 
 def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
@@ -174,6 +177,11 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
     if not isinstance(result, EGRUResult):
         raise TypeError(f"result must be the EGRUResult of a forward pass, got "
                         f"{type(result).__name__}")
+    with threads.owned():
+        return _backward(result, dy, dh_last, dy_last, dtrace)
+
+
+def _backward(result, dy, dh_last, dy_last, dtrace):
     ctx = result._ctx
     if not ctx.get("training"):
         raise ValueError("result comes from a forward pass with training=False; "

@@ -44,6 +44,7 @@ import scipy.sparse as sp
 
 from evsim import _validate as check
 from evsim import io as evio
+from evsim import threads
 from evsim import populations as pops
 from evsim.projections import Projection
 
@@ -342,6 +343,10 @@ class Network:
         -------
         ForwardPass
         """
+        with threads.owned():
+            return self._forward(inputs, lengths, training, steps, schedule, progress, reset)
+
+    def _forward(self, inputs, lengths, training, steps, schedule, progress, reset):
         t_start = time.perf_counter()
         order, delayed = self._schedule()
         if schedule not in ("auto", "dag", "stepwise"):
@@ -355,21 +360,10 @@ class Network:
         n_units = sum(p.size for p in order)
         show = self.progress if progress is None else progress
         show = (T * B * n_units > PROGRESS_MIN_WORK) if show is None else bool(show)
-        started = []
-        try:
-            for name, mon in self.monitors:
-                pop = self.populations[name]
-                mon.start_run(name, pop.size, B, T, self.dtype, tuple(pop.variables))
-                started.append(mon)
-            if stepwise:
-                runs, pstats, pop_wall = self._run_stepwise(order, delayed, values, T, B,
-                                                            lengths, training, states, show)
-            else:
-                runs, pstats, pop_wall = self._run_dag(order, values, T, B, lengths, training,
-                                                       states, show)
-        finally:
-            for mon in started:  # a monitor that refused to start is not closed
-                mon.end_run()
+        work = T * B * n_units * n_units  # about the multiply-adds of dense products
+        with threads.numba_threads(threads.plan(B, work)):
+            runs, pstats, pop_wall = self._run_monitored(order, delayed, stepwise, values, T,
+                                                         B, lengths, training, states, show)
         outputs, stats = {}, {}
         for pop in order:
             run = runs[pop.name]
@@ -388,6 +382,23 @@ class Network:
                            lengths=lengths, training=bool(training),
                            schedule="stepwise" if stepwise else "dag",
                            wall_s=time.perf_counter() - t_start, _runs=runs)
+
+    def _run_monitored(self, order, delayed, stepwise, values, T, B, lengths, training,
+                       states, show):
+        """Run the schedule with every monitor started (and ended, even on error)."""
+        started = []
+        try:
+            for name, mon in self.monitors:
+                pop = self.populations[name]
+                mon.start_run(name, pop.size, B, T, self.dtype, tuple(pop.variables))
+                started.append(mon)
+            if stepwise:
+                return self._run_stepwise(order, delayed, values, T, B, lengths, training,
+                                          states, show)
+            return self._run_dag(order, values, T, B, lengths, training, states, show)
+        finally:
+            for mon in started:  # a monitor that refused to start is not closed
+                mon.end_run()
 
     def _check_inputs(self, inputs, lengths, steps):
         if not isinstance(inputs, dict):
@@ -564,6 +575,13 @@ class Network:
                                       "train networks whose populations form a DAG")
         if fp._backward_done:
             raise ValueError("backward() was already called on this forward pass")
+        B = len(fp.lengths)
+        T = int(np.max(fp.lengths))
+        n_units = sum(self.populations[n].size for n in fp._runs)
+        with threads.owned(), threads.numba_threads(threads.plan(B, T * B * n_units ** 2)):
+            return self._backward(fp, grads)
+
+    def _backward(self, fp, grads):
         order = [self.populations[n] for n in fp._runs]
         dys, extra = {}, {}
         for key, g in grads.items():

@@ -164,27 +164,67 @@ def test_dense_switch_does_not_change_results(monkeypatch, switch):
         _run_compare(p, fkw, rng, backends=("cpu",))
 
 
-@pytest.mark.parametrize("nthreads", [1, 3, 8, 64])
-def test_work_splits(monkeypatch, nthreads):
-    """The kernels split columns or units into blocks from the thread count:
-    every split (one block, odd blocks, more blocks than columns) gives the
-    reference result. The real thread pool is left alone; only the count the
-    kernels are told changes (and a single real thread for nthreads = 1)."""
-    import numba
+# Every way the CPU backend can split the work, forced: (threads, batch-1
+# column split from H, tile samples, column block, minimum work to go parallel).
+SPLITS = {
+    "one_thread": dict(NUM_THREADS=1),
+    "tiles_2_threads": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0),
+    "tile_of_1": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=1),
+    "tile_of_3_narrow_blocks": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=3,
+                                    COL_BLOCK=5),
+    "column_split": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1),
+}
 
-    if nthreads == 1:
-        old = numba.get_num_threads()
-        numba.set_num_threads(1)
-    else:
-        old = None
-        monkeypatch.setattr(numba, "get_num_threads", lambda: nthreads)
-    try:
-        for case in ("batch1", "base", "batch5_H13", "H1", "everything"):
-            p, fkw, rng = _setup(case, seed=13)
-            _run_compare(p, fkw, rng)
-    finally:
-        if old is not None:
-            numba.set_num_threads(old)
+
+def _forced(monkeypatch, **settings):
+    for name, value in settings.items():
+        monkeypatch.setattr(config, name, value)
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_work_splits_match_reference(monkeypatch, split):
+    """Every work split (threads, tiles, column blocks, the batch-1 column
+    split) gives the reference result, forward and backward."""
+    _forced(monkeypatch, **SPLITS[split])
+    for case in ("batch1", "base", "batch5_H13", "H1", "everything", "everything_f32"):
+        p, fkw, rng = _setup(case, seed=13)
+        _run_compare(p, fkw, rng)
+
+
+PATHS = {  # forward switch, backward switch, dR switch: each path forced
+    "events": dict(DENSE_SWITCH_ACTIVITY=2.0, BACKWARD_DENSE_SWITCH=2.0, DR_DENSE_SWITCH=2.0),
+    "dense": dict(DENSE_SWITCH_ACTIVITY=-1.0, BACKWARD_DENSE_SWITCH=-1.0,
+                  DR_DENSE_SWITCH=-1.0),
+    "automatic": dict(),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("B", [1, 6, 17])
+def test_results_do_not_depend_on_threads(monkeypatch, path, B):
+    """Bit for bit the same outputs and gradients on 1 or 2 threads, whatever
+    the path (events, dense products, automatic) and the work split."""
+    _forced(monkeypatch, **PATHS[path])
+    p = make_problem(T=6, B=B, I=5, H=40, seed=21).astype(np.float32)
+    runs = []
+    for split in SPLITS:
+        for name, value in config._DEFAULTS.items():
+            if name in ("NUM_THREADS", "PARALLEL_MIN_WORK", "TILE_SAMPLES", "COL_BLOCK",
+                        "COLUMN_SPLIT_MIN_H"):
+                monkeypatch.setattr(config, name, value)
+        if "TILE_SAMPLES" in SPLITS[split] or "COL_BLOCK" in SPLITS[split]:
+            continue  # tiles are fixed by B in real use; other tilings agree to rounding
+        _forced(monkeypatch, **SPLITS[split])
+        res = p.forward(backend="cpu")
+        cot = cotangents(res, np.random.default_rng(1))
+        runs.append((split, res, backward(res, cot)))
+    _, res0, g0 = runs[0]
+    for split, res, g in runs[1:]:
+        for k in ("y", "h", "c", "h_last", "y_last"):
+            np.testing.assert_array_equal(getattr(res, k), getattr(res0, k), err_msg=f"{split} {k}")
+        for k in GRAD_KEYS:
+            np.testing.assert_array_equal(g[k], g0[k], err_msg=f"{split} grad {k}")
+    assert res0.stats["events"] > 0
 
 
 # --------------------------------------------------------------------------

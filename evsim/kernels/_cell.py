@@ -54,11 +54,11 @@ def build(jit, exp, real=float):
 
     @jit
     def fire(v, thr, dense_gru):
-        """Event flag c, graded output y and the reset state h."""
-        if dense_gru:
-            return ONE, v, v
-        c = ONE if v > thr else ZERO
-        return c, c * v, v - c * thr
+        """Event flag c, graded output y and the reset state h (one return:
+        the CPU kernels inline this into vectorised loops)."""
+        c = ONE if (dense_gru or v > thr) else ZERO
+        t = ZERO if dense_gru else thr
+        return c, c * v, v - c * t
 
     @jit
     def surrogate(v, thr, damp, support):
@@ -91,9 +91,7 @@ def build(jit, exp, real=float):
     @jit
     def backward_active(v, thr, support, dense_gru):
         """True when dL/dy of this unit can be non-zero: fired or inside the band."""
-        if dense_gru:
-            return True
-        return v > thr or abs(v - thr) * support < ONE
+        return dense_gru or v > thr or abs(v - thr) * support < ONE
 
     return SimpleNamespace(sigmoid=sigmoid, tanh=tanh, gates=gates, fire=fire,
                            surrogate=surrogate, backward=backward,

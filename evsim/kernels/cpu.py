@@ -22,6 +22,7 @@ single-threaded inside Numba's threads (see ``cpu_backend.single_threaded_blas``
 
 import inspect
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -32,7 +33,17 @@ from numba.extending import intrinsic, overload
 from evsim import config
 from evsim.kernels import _cell
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath=True)
+# Fast-math flags without reassociation: sums keep the order written here, so
+# the event-driven accumulation of a sample gives the same bits whatever the
+# work split (threads, tiles, row groups). ``contract`` lets LLVM fuse a * b + c
+# into FMAs (the same in every code path), ``nsz`` ignores the sign of zero.
+_FASTMATH = {"contract", "nsz"}
+_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
+
+# Numba's IR inliner reports a harmless pedantic check on the inlined cell
+# functions (their names start with build's locals); keep it out of users' logs.
+warnings.filterwarnings("ignore", message=r"variable 'build__locals__",
+                        category=numba.core.errors.NumbaIRAssumptionWarning)
 
 # --------------------------------------------------------------------------
 # exp: exact for float64, a branch-free polynomial for float32 that LLVM can
@@ -60,7 +71,7 @@ def _exp_overload(x):
         def fast_exp32(x):
             # exp(x) = 2^n * exp(f), n = round(x / ln 2), |f| <= ln2 / 2
             x = min(max(x, np.float32(-87.0)), np.float32(88.0))
-            n = np.float32(math.floor(x * np.float32(1.442695041) + np.float32(0.5)))
+            n = np.floor(x * np.float32(1.442695041) + np.float32(0.5))
             f = x - n * np.float32(0.693145752) - n * np.float32(1.428606765e-06)
             p = np.float32(1.0 / 5040.0)
             p = p * f + np.float32(1.0 / 720.0)
@@ -86,18 +97,26 @@ _cell32 = _cell.build(numba.njit(inline="always", **_JIT), _exp, real=np.float32
 
 
 def _dispatch(name):
-    """A function that calls the float32 or the float64 build of cell function
-    ``name``, chosen at compile time by the type of its first argument."""
-    params = ", ".join(inspect.signature(getattr(_cell64, name).py_func).parameters)
-    first = params.split(",")[0]
-    ns = {"f32": getattr(_cell32, name), "f64": getattr(_cell64, name), "types": types}
-    exec(f"def stub({params}):\n    raise NotImplementedError\n\n"
-         f"def call32({params}):\n    return f32({params})\n\n"
-         f"def call64({params}):\n    return f64({params})\n\n"
-         f"def typer({params}):\n"
-         f"    return call32 if {first} == types.float32 else call64\n", ns)
-    overload(ns["stub"])(ns["typer"])
-    return ns["stub"]
+    """A function that runs the float32 or the float64 build of cell function
+    ``name``, chosen at compile time by the type of its first argument. The
+    build's Python source is inlined where it is called (a call per element
+    would keep the pointwise loops from vectorising)."""
+    f32, f64 = getattr(_cell32, name).py_func, getattr(_cell64, name).py_func
+
+    def stub(*args):  # pragma: no cover - only its overload runs, in compiled code
+        raise NotImplementedError
+
+    def typer(*args):
+        return f32 if args[0] == types.float32 else f64
+
+    params = inspect.signature(f64).parameters
+    typer.__signature__ = inspect.Signature(list(params.values()))
+    stub.__signature__ = typer.__signature__
+    # the overload compiles with its own options: give it the kernels' (with
+    # Python's error model, a division check per element blocks vectorisation)
+    overload(stub, inline="always",
+             jit_options=dict(error_model="numpy", fastmath=_FASTMATH))(typer)
+    return stub
 
 
 _gates = _dispatch("gates")
@@ -152,41 +171,65 @@ def _pack_blocks(R, P, Rp):
 
 
 @numba.njit(**_JIT)
+def _compact(y_row, idx_row):
+    """Units with a non-zero output written to idx_row[:n] (ascending); return n."""
+    n = 0
+    for j in range(y_row.shape[0]):
+        if y_row[j] != 0:
+            idx_row[n] = j
+            n += 1
+    return n
+
+
+@numba.njit(**_JIT)
+def _acc_rows(qs, R, c0, c1, ev, n, yprev):
+    """qs (c1 - c0,) += yprev[i] * R[i, c0:c1] for the n events i = ev[:n].
+
+    The only place the forward's event-driven sums are computed. The events are
+    added one after the other in list order (four rows per pass over qs, each
+    added in turn), so every element gets the same sequence of rounded
+    operations whatever rows share a pass or which kernel calls this.
+    """
+    w = c1 - c0
+    e = 0
+    while e + 4 <= n:
+        i0, i1, i2, i3 = ev[e], ev[e + 1], ev[e + 2], ev[e + 3]
+        v0, v1, v2, v3 = yprev[i0], yprev[i1], yprev[i2], yprev[i3]
+        r0 = R[i0, c0:c1]
+        r1 = R[i1, c0:c1]
+        r2 = R[i2, c0:c1]
+        r3 = R[i3, c0:c1]
+        for j in range(w):
+            acc = qs[j] + v0 * r0[j]
+            acc = acc + v1 * r1[j]
+            acc = acc + v2 * r2[j]
+            qs[j] = acc + v3 * r3[j]
+        e += 4
+    while e < n:
+        i0 = ev[e]
+        v0 = yprev[i0]
+        r0 = R[i0, c0:c1]
+        for j in range(w):
+            qs[j] = qs[j] + v0 * r0[j]
+        e += 1
+
+
+@numba.njit(**_JIT)
 def _accumulate_events(R, yprev, ev_idx_s, blk_cnt_s, P, lo, hi, qk):
     """qk (3w,) = sum over the events of one sample of yprev[i] * R[i, cols of
-    units lo:hi], four event rows per pass. Returns the number of events."""
+    units lo:hi]. Returns the number of events."""
     H = R.shape[0]
     w = hi - lo
-    qz, qr, qg = qk[:w], qk[w:2 * w], qk[2 * w:]
     qk[:] = 0
     n_ev = 0
     for kk in range(P):
         off, _ = _block(H, P, kk)
         n = blk_cnt_s[kk]
-        ev = ev_idx_s[off:off + n]
         n_ev += n
-        e = 0
-        while e + 4 <= n:
-            i0, i1, i2, i3 = ev[e], ev[e + 1], ev[e + 2], ev[e + 3]
-            v0, v1, v2, v3 = yprev[i0], yprev[i1], yprev[i2], yprev[i3]
-            for gate, qs in ((0, qz), (1, qr), (2, qg)):
-                c0 = gate * H + lo
-                r0 = R[i0, c0:c0 + w]
-                r1 = R[i1, c0:c0 + w]
-                r2 = R[i2, c0:c0 + w]
-                r3 = R[i3, c0:c0 + w]
-                for j in range(w):
-                    qs[j] += v0 * r0[j] + v1 * r1[j] + v2 * r2[j] + v3 * r3[j]
-            e += 4
-        while e < n:
-            i0 = ev[e]
-            v0 = yprev[i0]
-            for gate, qs in ((0, qz), (1, qr), (2, qg)):
-                c0 = gate * H + lo
-                r0 = R[i0, c0:c0 + w]
-                for j in range(w):
-                    qs[j] += v0 * r0[j]
-            e += 1
+        for gate in range(3):
+            c0 = gate * H + lo
+            _acc_rows(qk[gate * w:(gate + 1) * w], R, c0, c0 + w, ev_idx_s[off:off + n], n,
+                      yprev)
     return n_ev
 
 
@@ -207,41 +250,40 @@ def _pointwise_forward(at, qk, br, thr, hprev, keep_row, per_elem, dense_gru, sa
     columns of the block. keep_row : (H,) keep factors when ``per_elem``, else
     keep_row[0] is the constant factor. Outputs are rows (H,) of y, h, c and,
     when ``save``, of v, z, r, g, qg.
+    Whole rows indexed with offsets (not slices) and the two variants as
+    separate loops: LLVM then vectorises them (slices of one row look like
+    different arrays to it, and too many possibly aliasing arrays stop it).
     """
     H = hprev.shape[0]
     w = hi - lo
-    az, ar, ag = at[lo:hi], at[H + lo:H + hi], at[2 * H + lo:2 * H + hi]
-    bz, brr, bg = br[lo:hi], br[H + lo:H + hi], br[2 * H + lo:2 * H + hi]
-    qz, qr, qg = qk[:w], qk[w:2 * w], qk[2 * w:]
-    hp, th = hprev[lo:hi], thr[lo:hi]
-    yb, hb, cb = yrow[lo:hi], hrow[lo:hi], crow[lo:hi]
     kc = keep_row[0]
-    kr = keep_row[lo:hi] if per_elem else keep_row[:1]
     if save:
-        vb, zb, rb, gb, qgb = vrow[lo:hi], zrow[lo:hi], rrow[lo:hi], grow[lo:hi], qgrow[lo:hi]
         for j in range(w):
-            kp = kr[j] if per_elem else kc
-            qgj = qg[j] + bg[j]
-            zj, rj, gj, vj = _gates(az[j], ar[j], ag[j], qz[j] + bz[j], qr[j] + brr[j], qgj,
-                                    hp[j], kp)
-            cj, yj, hj = _fire(vj, th[j], dense_gru)
-            yb[j] = yj
-            hb[j] = hj
-            cb[j] = cj
-            vb[j] = vj
-            zb[j] = zj
-            rb[j] = rj
-            gb[j] = gj
-            qgb[j] = qgj
+            u = lo + j
+            kp = keep_row[u] if per_elem else kc
+            qgj = qk[2 * w + j] + br[2 * H + u]
+            zj, rj, gj, vj = _gates(at[u], at[H + u], at[2 * H + u], qk[j] + br[u],
+                                    qk[w + j] + br[H + u], qgj, hprev[u], kp)
+            cj, yj, hj = _fire(vj, thr[u], dense_gru)
+            yrow[u] = yj
+            hrow[u] = hj
+            crow[u] = cj
+            vrow[u] = vj
+            zrow[u] = zj
+            rrow[u] = rj
+            grow[u] = gj
+            qgrow[u] = qgj
     else:
         for j in range(w):
-            kp = kr[j] if per_elem else kc
-            zj, rj, gj, vj = _gates(az[j], ar[j], ag[j], qz[j] + bz[j], qr[j] + brr[j],
-                                    qg[j] + bg[j], hp[j], kp)
-            cj, yj, hj = _fire(vj, th[j], dense_gru)
-            yb[j] = yj
-            hb[j] = hj
-            cb[j] = cj
+            u = lo + j
+            kp = keep_row[u] if per_elem else kc
+            zj, rj, gj, vj = _gates(at[u], at[H + u], at[2 * H + u], qk[j] + br[u],
+                                    qk[w + j] + br[H + u], qk[2 * w + j] + br[2 * H + u],
+                                    hprev[u], kp)
+            cj, yj, hj = _fire(vj, thr[u], dense_gru)
+            yrow[u] = yj
+            hrow[u] = hj
+            crow[u] = cj
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -405,53 +447,50 @@ def _pointwise_backward(t, b, lo, hi, thr, keep, per_elem, dense_gru, damp, supp
 
 
 @numba.njit(**_JIT)
+def _dot(x, y):
+    """x . y with sixteen running partial sums in a fixed order (vectorisable
+    without reassociation; the same bits for a row whatever calls it)."""
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = x[0] * 0
+    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = x[0] * 0
+    k = 0
+    while k + 16 <= n:
+        s0 += x[k] * y[k]
+        s1 += x[k + 1] * y[k + 1]
+        s2 += x[k + 2] * y[k + 2]
+        s3 += x[k + 3] * y[k + 3]
+        s4 += x[k + 4] * y[k + 4]
+        s5 += x[k + 5] * y[k + 5]
+        s6 += x[k + 6] * y[k + 6]
+        s7 += x[k + 7] * y[k + 7]
+        s8 += x[k + 8] * y[k + 8]
+        s9 += x[k + 9] * y[k + 9]
+        s10 += x[k + 10] * y[k + 10]
+        s11 += x[k + 11] * y[k + 11]
+        s12 += x[k + 12] * y[k + 12]
+        s13 += x[k + 13] * y[k + 13]
+        s14 += x[k + 14] * y[k + 14]
+        s15 += x[k + 15] * y[k + 15]
+        k += 16
+    tail = x[0] * 0
+    while k < n:
+        tail += x[k] * y[k]
+        k += 1
+    return ((((s0 + s8) + (s4 + s12)) + ((s2 + s10) + (s6 + s14)))
+            + (((s1 + s9) + (s5 + s13)) + ((s3 + s11) + (s7 + s15)))) + tail
+
+
+@numba.njit(**_JIT)
 def _recurrent_grad(dqb, R, vprev, thr, support, dense_gru, all_units, lo, hi, out):
     """out[i] = dqb . R[i] for backward-active units i in [lo, hi) (all of them
-    when ``all_units``), 0 for the others; four rows per pass. Returns the
-    number of rows computed."""
-    G = dqb.shape[0]
+    when ``all_units``), 0 for the others. Returns the number of rows computed."""
     n = 0
-    i = lo
-    while i < hi:
-        # gather up to four active rows (no allocation: four scalars)
-        m = 0
-        i0 = i1 = i2 = i3 = -1
-        while i < hi and m < 4:
-            if all_units or _backward_active(vprev[i], thr[i], support, dense_gru):
-                if m == 0:
-                    i0 = i
-                elif m == 1:
-                    i1 = i
-                elif m == 2:
-                    i2 = i
-                else:
-                    i3 = i
-                m += 1
-            else:
-                out[i] = 0
-            i += 1
-        n += m
-        if m == 4:
-            r0, r1, r2, r3 = R[i0], R[i1], R[i2], R[i3]
-            a0 = a1 = a2 = a3 = dqb[0] * 0
-            for k in range(G):
-                d = dqb[k]
-                a0 += d * r0[k]
-                a1 += d * r1[k]
-                a2 += d * r2[k]
-                a3 += d * r3[k]
-            out[i0] = a0
-            out[i1] = a1
-            out[i2] = a2
-            out[i3] = a3
+    for i in range(lo, hi):
+        if all_units or _backward_active(vprev[i], thr[i], support, dense_gru):
+            out[i] = _dot(dqb, R[i])
+            n += 1
         else:
-            for e in range(m):
-                ie = i0 if e == 0 else (i1 if e == 1 else i2)
-                ri = R[ie]
-                acc = dqb[0] * 0
-                for k in range(G):
-                    acc += dqb[k] * ri[k]
-                out[ie] = acc
+            out[i] = 0
     return n
 
 

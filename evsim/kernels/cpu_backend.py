@@ -1,75 +1,23 @@
 """Adapter from the functional API's context to the Numba CPU kernels.
 
-Allocates every buffer once per call, runs the kernels of :mod:`cpu`, and
-turns the kernels' counters into statistics.
+Allocates every buffer once per call, picks the kernel and its threads
+(:mod:`evsim.threads`), runs it, and turns the kernels' counters into
+statistics. Two kernel families compute the same sums in the same order:
+
+* :mod:`cpu_seq`: samples in tiles, each tile over the whole sequence (one
+  parallel region per call): every batch size, and batch 1 on one thread;
+* :mod:`cpu`: batch 1 with columns (forward) or units (backward) split over
+  threads, one parallel region per step, for large H only
+  (``config.COLUMN_SPLIT_MIN_H``).
 """
 
-import contextlib
-import ctypes
-
-import numba
 import numpy as np
 
-from evsim import config
-from evsim.kernels import cpu, cpu_events, reference
+from evsim import config, threads
+from evsim.kernels import cpu, cpu_events, cpu_seq, reference
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
 _SAVED = ("v", "z", "r", "g", "qg")
-
-# --------------------------------------------------------------------------
-# BLAS threads. The dense products inside the kernels run from Numba's own
-# threads, one column or unit block per thread. OpenBLAS must then run
-# single-threaded: its own worker threads would compete with Numba's for the
-# cores (measured 10-40x slower steps on 2 cores when both pools were active).
-
-_BLAS_SETTERS = None
-_NAMES = (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-          ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-          ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-          ("openblas_get_num_threads", "openblas_set_num_threads"))
-
-
-def _blas_setters():
-    """(get, set) pairs for every OpenBLAS loaded in this process (Linux)."""
-    global _BLAS_SETTERS
-    if _BLAS_SETTERS is None:
-        _BLAS_SETTERS = []
-        try:  # the BLAS Numba calls for np.dot
-            import scipy.linalg.cython_blas  # noqa: F401
-        except ImportError:
-            pass
-        try:
-            with open("/proc/self/maps") as f:
-                paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()})
-        except OSError:
-            paths = []
-        for path in paths:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for get, set_ in _NAMES:
-                if hasattr(lib, get) and hasattr(lib, set_):
-                    _BLAS_SETTERS.append((getattr(lib, get), getattr(lib, set_)))
-                    break
-    return _BLAS_SETTERS
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Run OpenBLAS single-threaded inside the block (restored afterwards)."""
-    if not config.BLAS_SINGLE_THREAD_IN_KERNELS:
-        yield
-        return
-    setters = _blas_setters()
-    old = [get() for get, _ in setters]
-    for _, set_ in setters:
-        set_(1)
-    try:
-        yield
-    finally:
-        for (_, set_), n in zip(setters, old, strict=True):
-            set_(n)
 
 
 def forward_switch(B):
@@ -88,6 +36,18 @@ def dR_switch(B):
     """Activity above which dR is one GEMM instead of event by event."""
     level = config.DR_DENSE_SWITCH
     return 0.2 / B ** (1 / 3) if level is None else level
+
+
+def _threads(B, H, work):
+    """Numba threads for a call (batch 1 may split columns at large H)."""
+    if B == 1 and H >= config.COLUMN_SPLIT_MIN_H:
+        return threads.available() if work >= config.PARALLEL_MIN_WORK else 1
+    return threads.plan(B, work)
+
+
+def _column_split(B, H, nthreads):
+    """Batch 1, large H, several threads: split columns/units per step."""
+    return B == 1 and nthreads > 1 and H >= config.COLUMN_SPLIT_MIN_H
 
 
 def _events_feeding(ev_cnt, lengths):
@@ -113,12 +73,16 @@ def forward(ctx):
     q = np.zeros((B, 3 * H), dt)
     counts = np.zeros((B, 3), np.int64)
     switch = -1.0 if ctx["backend"] == "dense" else forward_switch(B)
-    with single_threaded_blas():
-        cpu.egru_forward(a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
-                         ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
-                         out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
-                         out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts,
-                         numba.get_num_threads())
+    args_in = (a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
+               ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
+               out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
+               out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts)
+    nthreads = _threads(B, H, T * B * H * 3 * H)
+    with threads.numba_threads(nthreads):
+        if _column_split(B, H, nthreads):
+            cpu.egru_forward(*args_in, nthreads)
+        else:
+            cpu_seq.egru_forward(*args_in, threads.tile_size(B), config.COL_BLOCK)
     ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
     total = counts.sum(axis=0)
     # a GRU has no events: its outputs are dense, whatever their values
@@ -146,21 +110,27 @@ def backward(ctx, dy, dh, dy_last, stats):
     event_driven = ctx["backend"] != "dense"
     sparse_dy = event_driven and active <= backward_switch(B) * rows
     event_dR = event_driven and stats["activity"] <= dR_switch(B)
-    kernel = cpu.egru_backward if sparse_dy else cpu.egru_backward_dense
-    with single_threaded_blas():
-        kernel(ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"],
-               ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]), ctx["c"],
-               saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"], ctx["h0"],
-               ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts, numba.get_num_threads())
-    # dR = sum over steps of y_{t-1}^T dq_t: the weight gradient of the recurrent projection
-    yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
-    if not event_dR:
-        dR = yprev.reshape(T * B, H).T @ dq.reshape(T * B, G)
-        dR_macs = int(lengths.sum()) * H * G
-    else:  # event by event: only rows of units that fired (slot t of the lists feeds step t)
-        dR = np.empty_like(R)
-        dR_macs = cpu_events.grad_weight_dense(ctx["ev_idx"][:T], ctx["ev_cnt"][:T], yprev, dq,
-                                               lengths, dR)
+    args_in = (ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"],
+               ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]))
+    args_saved = (ctx["c"], saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"],
+                  ctx["h0"], ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts)
+    nthreads = _threads(B, H, T * B * H * 3 * H)
+    with threads.numba_threads(nthreads):
+        if _column_split(B, H, nthreads):
+            kernel = cpu.egru_backward if sparse_dy else cpu.egru_backward_dense
+            kernel(*args_in, *args_saved, nthreads)
+        else:
+            cpu_seq.egru_backward(*args_in, sparse_dy, *args_saved, np.empty((B, H), dt),
+                                  threads.tile_size(B))
+        # dR = sum over steps of y_{t-1}^T dq_t: the recurrent projection's weight gradient
+        yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
+        if not event_dR:
+            dR = yprev.reshape(T * B, H).T @ dq.reshape(T * B, G)
+            dR_macs = int(lengths.sum()) * H * G
+        else:  # event by event: only rows of units that fired (slot t feeds step t)
+            dR = np.empty_like(R)
+            dR_macs = cpu_events.grad_weight_dense(ctx["ev_idx"][:T], ctx["ev_cnt"][:T], yprev,
+                                                   dq, lengths, dR)
     if ctx["rmask"] is not None:
         dR *= ctx["rmask"]
     rows_done, rows_dense = counts.sum(axis=0)

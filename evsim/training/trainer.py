@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from evsim import config
+from evsim import threads as evthreads
 from evsim.data import Dataset, batchify, bptt_batches
 from evsim.training.checkpoint import (
     generator_from_state,
@@ -226,13 +227,17 @@ class Trainer:
         ``lr * (0.05 + 0.95 * (1 + cos(pi * epoch / epochs)) / 2)``; a callable
         ``f(epoch, epochs) -> factor`` (``epoch`` counts from 0) gives the factor.
         A function of the epoch only, so resumed runs stay exact.
+    threads : int, optional
+        Most threads :meth:`fit` and :meth:`evaluate` may use (default: all;
+        see :mod:`evsim.threads`). The trained weights are the same for every
+        value; only the time differs.
     """
 
     def __init__(self, net, optimizer=None, task="classify_last", *, lr=3e-3, batch_size=32,
                  eval_batch_size=None, activity_target=0.0, activity_strength=0.0, clip=1.0,
                  progress=True, checkpoint=None, patience=None, restore_best=False,
                  input="x", readout="out", max_len=None, bptt=35, seed=None, log=None,
-                 lr_schedule=None):
+                 lr_schedule=None, threads=None):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.net = net
@@ -255,6 +260,7 @@ class Trainer:
         self.activity_strength = _nonneg("activity_strength", activity_strength)
         self.clip = None if clip is None else _nonneg("clip", clip) or None
         self.progress = bool(progress)
+        self.threads = evthreads._check_count("threads", threads)
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         self.patience = _pos_int("patience", patience, allow_none=True)
         self.restore_best = bool(restore_best)
@@ -422,6 +428,10 @@ class Trainer:
             ``bwd_macs``, ``bwd_macs_dense`` (multiply-adds done and the dense
             equivalent, summed over populations and projections), ``wall_s``.
         """
+        with evthreads.owned(), evthreads.limit(self.threads):
+            return self._evaluate(data, measure_backward)
+
+    def _evaluate(self, data, measure_backward=False):
         data = self._check_data(data, "data")
         t0 = time.perf_counter()
         meter = _Meter()
@@ -473,6 +483,10 @@ class Trainer:
         list of dict
             Metrics of every epoch (``history``), including resumed ones.
         """
+        with evthreads.owned(), evthreads.limit(self.threads):
+            return self._fit(train, valid, epochs, resume)
+
+    def _fit(self, train, valid=None, epochs=10, resume=False):
         epochs = _pos_int("epochs", epochs)
         train = self._check_data(train, "train")
         if valid is not None:
