@@ -25,6 +25,7 @@ setup(
         "scipy>=1.10",
         "h5py>=3.8",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
