@@ -28,12 +28,12 @@ def float_array(name, value, shape=None, dtype=None, finite=True):
             raise ValueError(f"{name} must have shape {want}, got {value.shape}")
     if not value.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
-    if finite and not _all_finite(value):
+    if finite and not all_finite(value):
         raise ValueError(f"{name} contains NaN or infinite values")
     return value
 
 
-def _all_finite(value):
+def all_finite(value):
     """True when no element is NaN or infinite.
 
     A sum is one fast pass and turns any NaN or inf into a non-finite result;

@@ -132,6 +132,30 @@ def plan(B, work):
     return max(1, min(available(), n_tiles))
 
 
+def others_running():
+    """Tasks of other programs runnable right now (Linux's /proc/loadavg;
+    0 where unknown). Kernels with a parallel region per step wait for every
+    thread at every step: with another program on a core, one of their threads
+    is often descheduled and the whole step waits for it, so they run on one
+    thread instead."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - 1)  # this thread is one of them
+
+
+def per_step_threads(work):
+    """Threads for a kernel with a parallel region per step (batch 1, split
+    over columns): all available when the call is large and no other program
+    is running, else one."""
+    n = available()
+    if n < 2 or work < config.PARALLEL_MIN_WORK or others_running() > 0:
+        return 1
+    return n
+
+
 @contextlib.contextmanager
 def numba_threads(n):
     """Run the block with ``n`` Numba threads in this Python thread (restored)."""

@@ -4,6 +4,7 @@ every flag and the corner cases; counters; and checks that the event-driven
 paths really skip the rows of silent units.
 """
 
+import numba
 import numpy as np
 import pytest
 from conftest import (
@@ -20,9 +21,9 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evsim import _validate, config, egru_backward
+from evsim import _validate, config, egru_backward, threads
 from evsim.functional import GRAD_KEYS
-from evsim.kernels import cpu_backend, reference
+from evsim.kernels import cpu, cpu_backend, cpu_seq, reference
 
 FAST = ("cpu", "dense")
 
@@ -177,8 +178,39 @@ SPLITS = {
 
 
 def _forced(monkeypatch, **settings):
+    """Apply config settings; return {kernel: [threads of each call]}, filled
+    as the CPU kernels run (so a test can check that a path really ran)."""
     for name, value in settings.items():
         monkeypatch.setattr(config, name, value)
+    monkeypatch.setattr(threads, "others_running", lambda: 0)  # no neighbour: no fallback
+    calls = {}
+    for module, name in ((cpu, "egru_forward"), (cpu, "egru_backward"),
+                         (cpu, "egru_backward_dense"), (cpu_seq, "egru_forward"),
+                         (cpu_seq, "egru_backward")):
+        key = f"{module.__name__.split('.')[-1]}.{name}"
+        calls[key] = []
+
+        def spy(*args, _kernel=getattr(module, name), _key=key):
+            calls[_key].append(numba.get_num_threads())
+            return _kernel(*args)
+
+        monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_work_splits_really_run(monkeypatch, split):
+    """Each forced split runs the kernel it names, on the threads it names."""
+    calls = _forced(monkeypatch, **SPLITS[split])
+    p = make_problem(T=4, B=1 if split == "column_split" else 6, I=3, H=12, seed=2)
+    res = p.forward(backend="cpu")
+    egru_backward(res, np.ones_like(res.y))
+    want = 1 if split == "one_thread" else min(2, numba.config.NUMBA_NUM_THREADS)
+    family = "cpu" if split == "column_split" else "cpu_seq"
+    ran = {k: v for k, v in calls.items() if v}
+    assert set(ran) in ({f"{family}.egru_forward", f"{family}.egru_backward"},
+                        {f"{family}.egru_forward", f"{family}.egru_backward_dense"})
+    assert all(v == [want] for v in ran.values()), ran
 
 
 @pytest.mark.parametrize("split", list(SPLITS))
@@ -462,3 +494,22 @@ def test_random_problems_cpu_matches_reference(T, B, I, H, seed, activity, use_l
     if training:
         cot = cotangents(ref, rng, trace=trace)
         assert_grads_equal(backward(res, cot), backward(ref, cot), 1e-10)
+
+
+@pytest.mark.parametrize("path", ["events", "dense"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("B", [1, 4])
+def test_non_finite_rows_of_R_that_are_read_raise(monkeypatch, path, value, B):
+    """The CPU kernels do not read all of R before a call; they check the
+    drives they compute, so a non-finite weight in a row that is read raises,
+    on every path and work split."""
+    _forced(monkeypatch, NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1,
+            **PATHS[path])
+    p, silent = _silent_problem()
+    if B == 1:
+        p = p.replace(x=np.ascontiguousarray(p.x[:, :1]), h0=p.h0[:1], y0=p.y0[:1])
+    fired = np.flatnonzero(~silent)[0]
+    R_bad = p.R.copy()
+    R_bad[fired, 2] = value
+    with pytest.raises(ValueError, match=r"\bR\b.*(NaN|infinite)"):
+        p.replace(R=R_bad).forward(backend="cpu")

@@ -182,6 +182,21 @@ def _compact(y_row, idx_row):
 
 
 @numba.njit(**_JIT)
+def _nonfinite(row):
+    """Number of NaN or infinite entries of a row (an integer sum: vectorises).
+
+    The kernels check the recurrent drives and gradients they computed instead
+    of reading all of R before every call: a non-finite weight in a row that
+    is read shows up there, and a row that is never read cannot change the
+    result."""
+    n = 0
+    big = np.finfo(row.dtype).max
+    for j in range(row.shape[0]):
+        n += 0 if abs(row[j]) <= big else 1
+    return n
+
+
+@numba.njit(**_JIT)
 def _acc_rows(qs, R, c0, c1, ev, n, yprev):
     """qs (c1 - c0,) += yprev[i] * R[i, c0:c1] for the n events i = ev[:n].
 
@@ -312,8 +327,8 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
     h_last, y_last : (B, H) out. State after each sample's last step.
     ev_idx : (T + 1, B, H) int32 out. ev_cnt : (T + 1, B) int32 out. Events.
     q : (B, G) scratch. Recurrent drive of the current step (block layout).
-    counts : (B, 3) int64 out. Per sample: events, recurrent multiply-adds
-        done, dense-equivalent multiply-adds.
+    counts : (B, 4) int64 out. Per sample: events, recurrent multiply-adds
+        done, dense-equivalent multiply-adds, non-finite recurrent drives.
     nthreads : int. Threads to split the work over (numba.get_num_threads()).
     """
     T, B, G = a.shape
@@ -323,6 +338,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
     qf = q.reshape(B * G)
     blk_cnt = np.zeros((T + 1, B, P), np.int64)
     macs = np.zeros((T, B), np.int64)
+    bad = np.zeros(B * P, np.int64)  # non-finite drives per work item
     Rp = np.empty(0, R.dtype)
     for b in range(B):
         for k in range(P):
@@ -354,6 +370,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
                     if t >= lengths[b]:
                         continue
                     macs[t, b] = H * G
+                    bad[b * P + k] += _nonfinite(qk[b])
                     krow = keep[t, b] if per_elem else keep[0, 0]
                     vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
                     _pointwise_forward(a[t, b], qk[b], br, thr, hprev_all[b], krow, per_elem,
@@ -375,6 +392,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
                                           lo, hi, qk)
                 if k == 0:
                     macs[t, b] = n_ev * G
+                bad[wi] += _nonfinite(qk)
                 krow = keep[t, b] if per_elem else keep[0, 0]
                 vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
                 _pointwise_forward(a[t, b], qk, br, thr, hprev_all[b], krow, per_elem,
@@ -387,6 +405,9 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
         counts[b, 0] = 0
         counts[b, 1] = 0
         counts[b, 2] = L * H * G
+        counts[b, 3] = 0
+        for k in range(P):
+            counts[b, 3] += bad[b * P + k]
         for s in range(T + 1):
             n = 0
             if s <= L:
@@ -446,38 +467,15 @@ def _pointwise_backward(t, b, lo, hi, thr, keep, per_elem, dense_gru, damp, supp
         dth_b[j] += dth
 
 
-@numba.njit(**_JIT)
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH | {"reassoc"})
 def _dot(x, y):
-    """x . y with sixteen running partial sums in a fixed order (vectorisable
-    without reassociation; the same bits for a row whatever calls it)."""
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = x[0] * 0
-    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = x[0] * 0
-    k = 0
-    while k + 16 <= n:
-        s0 += x[k] * y[k]
-        s1 += x[k + 1] * y[k + 1]
-        s2 += x[k + 2] * y[k + 2]
-        s3 += x[k + 3] * y[k + 3]
-        s4 += x[k + 4] * y[k + 4]
-        s5 += x[k + 5] * y[k + 5]
-        s6 += x[k + 6] * y[k + 6]
-        s7 += x[k + 7] * y[k + 7]
-        s8 += x[k + 8] * y[k + 8]
-        s9 += x[k + 9] * y[k + 9]
-        s10 += x[k + 10] * y[k + 10]
-        s11 += x[k + 11] * y[k + 11]
-        s12 += x[k + 12] * y[k + 12]
-        s13 += x[k + 13] * y[k + 13]
-        s14 += x[k + 14] * y[k + 14]
-        s15 += x[k + 15] * y[k + 15]
-        k += 16
-    tail = x[0] * 0
-    while k < n:
-        tail += x[k] * y[k]
-        k += 1
-    return ((((s0 + s8) + (s4 + s12)) + ((s2 + s10) + (s6 + s14)))
-            + (((s1 + s9) + (s5 + s13)) + ((s3 + s11) + (s7 + s15)))) + tail
+    """x . y, vectorised: the one reduction allowed to reassociate (LLVM keeps
+    partial sums per vector lane). Its order depends only on the length, so
+    every kernel gets the same bits for a row whatever rows are active."""
+    s = x[0] * 0
+    for k in range(x.shape[0]):
+        s += x[k] * y[k]
+    return s
 
 
 @numba.njit(**_JIT)

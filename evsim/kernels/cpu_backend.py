@@ -13,7 +13,7 @@ statistics. Two kernel families compute the same sums in the same order:
 
 import numpy as np
 
-from evsim import config, threads
+from evsim import _validate, config, threads
 from evsim.kernels import cpu, cpu_events, cpu_seq, reference
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
@@ -41,7 +41,7 @@ def dR_switch(B):
 def _threads(B, H, work):
     """Numba threads for a call (batch 1 may split columns at large H)."""
     if B == 1 and H >= config.COLUMN_SPLIT_MIN_H:
-        return threads.available() if work >= config.PARALLEL_MIN_WORK else 1
+        return threads.per_step_threads(work)
     return threads.plan(B, work)
 
 
@@ -71,7 +71,7 @@ def forward(ctx):
     ev_idx = np.empty((T + 1, B, H), np.int32)
     ev_cnt = np.zeros((T + 1, B), np.int32)
     q = np.zeros((B, 3 * H), dt)
-    counts = np.zeros((B, 3), np.int64)
+    counts = np.zeros((B, 4), np.int64)
     switch = -1.0 if ctx["backend"] == "dense" else forward_switch(B)
     args_in = (a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
                ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
@@ -82,9 +82,16 @@ def forward(ctx):
         if _column_split(B, H, nthreads):
             cpu.egru_forward(*args_in, nthreads)
         else:
-            cpu_seq.egru_forward(*args_in, threads.tile_size(B), config.COL_BLOCK)
-    ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
+            tile = threads.tile_size(B)
+            # blocks of columns let the samples of a tile share rows in cache;
+            # a tile of one sample streams whole rows
+            col_block = config.COL_BLOCK if tile > 1 else 3 * H
+            cpu_seq.egru_forward(*args_in, tile, col_block)
     total = counts.sum(axis=0)
+    if total[3]:
+        raise ValueError("R contains NaN or infinite values (in rows of units that fired; "
+                         f"{int(total[3])} recurrent drives were not finite)")
+    ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
     # a GRU has no events: its outputs are dense, whatever their values
     needed = int(total[1]) if ctx["dense_gru"] else _events_feeding(ev_cnt, ctx["lengths"]) * 3 * H
     out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]), fwd_macs_event=needed,
@@ -131,6 +138,9 @@ def backward(ctx, dy, dh, dy_last, stats):
             dR = np.empty_like(R)
             dR_macs = cpu_events.grad_weight_dense(ctx["ev_idx"][:T], ctx["ev_cnt"][:T], yprev,
                                                    dq, lengths, dR)
+    if not _validate.all_finite(da):  # a non-finite row of R read only by the backward
+        raise ValueError("the gradient is not finite: R contains NaN or infinite values in "
+                         "rows of backward-active units, or the gradient overflowed")
     if ctx["rmask"] is not None:
         dR *= ctx["rmask"]
     rows_done, rows_dense = counts.sum(axis=0)

@@ -33,6 +33,7 @@ from evsim.kernels.cpu import (
     _JIT,
     _acc_rows,
     _compact,
+    _nonfinite,
     _pointwise_backward,
     _pointwise_forward,
     _recurrent_grad,
@@ -47,7 +48,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
     """Event-driven EGRU forward, one work item per tile of ``tile`` samples.
 
     Arguments as :func:`evsim.kernels.cpu.egru_forward` (``q`` (B, G) scratch,
-    ``counts`` (B, 3) out), plus
+    ``counts`` (B, 4) out), plus
     tile : int >= 1. Samples per work item (from the batch size only).
     col_block : int >= 1. Columns of R per block of the event accumulation.
     """
@@ -65,6 +66,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
             counts[b, 0] = 0
             counts[b, 1] = 0
             counts[b, 2] = lengths[b] * H * G
+            counts[b, 3] = 0
         for t in range(T):
             n_prev = 0
             n_alive = 0
@@ -97,6 +99,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
             for b in range(b0, b1):
                 if t >= lengths[b]:
                     continue
+                counts[b, 3] += _nonfinite(qt[b - b0])
                 krow = keep[t, b] if per_elem else keep[0, 0]
                 vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
                 _pointwise_forward(a[t, b], qt[b - b0], br, thr, hprev[b], krow, per_elem,
