@@ -28,7 +28,8 @@ def blas_info():
             continue
         name = os.path.basename(info.get("filepath", "?"))
         parts.append(f"{info.get('internal_api')} {info.get('version')} "
-                     f"kernel {info.get('architecture')} ({info.get('num_threads')} threads, {name})")
+                     f"kernel {info.get('architecture')} "
+                     f"({info.get('num_threads')} threads, {name})")
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                       "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                       "NUMBA_NUM_THREADS") if k in os.environ}

@@ -39,9 +39,12 @@ NUM_THREADS = None
 # on B only, so results do not depend on the thread count).
 TILE_SAMPLES = 8
 MIN_TILES = 2
-# A call doing fewer multiply-adds than this runs on one thread: waking a
-# second one costs more than it saves (and much more on a loaded machine).
-PARALLEL_MIN_WORK = 4_000_000
+# A call doing fewer multiply-adds (dense equivalent) than this runs on one
+# thread: waking a second one costs more than it saves. While another program
+# is running, the bar is PARALLEL_MIN_WORK_LOADED: a parallel region may then
+# wait a scheduler time slice (milliseconds) for a descheduled thread.
+PARALLEL_MIN_WORK = 30_000_000
+PARALLEL_MIN_WORK_LOADED = 1_000_000_000
 # At batch 1 the columns (forward) and units (backward) are the only parallel
 # axis, with one parallel region per step: used from this many units up, where
 # a step reads megabytes of R (below, one thread streams the fired rows fast

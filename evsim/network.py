@@ -44,8 +44,8 @@ import scipy.sparse as sp
 
 from evsim import _validate as check
 from evsim import io as evio
-from evsim import threads
 from evsim import populations as pops
+from evsim import threads
 from evsim.projections import Projection
 
 __all__ = ["Network", "ForwardPass", "RunResult"]

@@ -28,6 +28,7 @@ the same for every choice; only the time differs.
 import contextlib
 import functools
 import threading
+import time
 
 import numba
 
@@ -44,9 +45,8 @@ def _blas_controllers():
     """threadpoolctl controllers of every BLAS loaded in this process."""
     global _blas
     if _blas is None:
-        import threadpoolctl
-
         import scipy.linalg.cython_blas  # noqa: F401 (the BLAS Numba calls for np.dot)
+        import threadpoolctl
 
         _blas = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
     return _blas
@@ -125,25 +125,35 @@ def tile_size(B):
 def plan(B, work):
     """Numba threads for a call on a batch of B samples doing about ``work``
     multiply-adds: one when the call is too small to pay for waking a second
-    thread, else as many as there are tiles (up to :func:`available`)."""
+    thread (or, while another program runs, for waiting a scheduler time slice
+    for it), else as many as there are tiles (up to :func:`available`)."""
     n_tiles = -(-B // tile_size(B))
-    if work < config.PARALLEL_MIN_WORK:
+    n = min(available(), n_tiles)
+    if n < 2 or work < config.PARALLEL_MIN_WORK:
         return 1
-    return max(1, min(available(), n_tiles))
+    if work < config.PARALLEL_MIN_WORK_LOADED and others_running() > 0:
+        return 1
+    return n
+
+
+_load = [-1.0, 0]  # (time read, tasks of other programs running then)
 
 
 def others_running():
-    """Tasks of other programs runnable right now (Linux's /proc/loadavg;
-    0 where unknown). Kernels with a parallel region per step wait for every
-    thread at every step: with another program on a core, one of their threads
-    is often descheduled and the whole step waits for it, so they run on one
-    thread instead."""
-    try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return max(0, running - 1)  # this thread is one of them
+    """Tasks of other programs runnable right now (Linux's /proc/loadavg, read
+    at most every 50 ms; 0 where unknown). A parallel region waits for all its
+    threads: with another program on a core, one of them is often descheduled
+    and the region waits a scheduler time slice (milliseconds) for it, so
+    small and per-step parallel work runs on one thread instead."""
+    now = time.monotonic()
+    if now - _load[0] > 0.05:
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            running = 1
+        _load[:] = [now, max(0, running - 1)]  # this thread is one of them
+    return _load[1]
 
 
 def per_step_threads(work):

@@ -15,6 +15,7 @@ from conftest import make_problem
 import evsim
 from evsim import config, models, threads
 from evsim.data import load_digits
+from evsim.kernels import cpu_seq
 from evsim.training import Trainer
 
 
@@ -94,6 +95,7 @@ def test_thread_caps_are_checked_and_local():
     with threads.limit(1):
         assert threads.available() == 1
         assert threads.plan(64, 10**12) == 1
+    assert threads.plan(64, 10) == 1  # too small to go parallel
     assert threads.available() == numba.config.NUMBA_NUM_THREADS
     with pytest.raises(ValueError, match="threads"):
         Trainer(models.sequence_classifier(2, 4, 2), threads=-1)
@@ -120,9 +122,38 @@ def test_training_is_bit_identical_across_thread_counts(monkeypatch):
     """The same seed trains the same weights on one thread and on all of them,
     with the parallel paths forced on for the small problem."""
     monkeypatch.setattr(config, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(threads, "others_running", lambda: 0)
+    seen = []
+    kernel = cpu_seq.egru_forward
+
+    def spy(*args):
+        seen.append(numba.get_num_threads())
+        return kernel(*args)
+
+    monkeypatch.setattr(cpu_seq, "egru_forward", spy)
     p1, h1 = _train(1)
+    assert set(seen) == {1}
+    seen.clear()
     p2, h2 = _train(None)
+    assert max(seen) == min(2, numba.config.NUMBA_NUM_THREADS)
     assert p1.keys() == p2.keys()
     for k in p1:
         np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
     assert [h["train_loss"] for h in h1] == [h["train_loss"] for h in h2]
+
+
+def test_small_and_loaded_calls_run_on_one_thread(monkeypatch):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one core")
+    monkeypatch.setattr(threads, "others_running", lambda: 0)
+    assert threads.plan(32, config.PARALLEL_MIN_WORK) == 2
+    assert threads.per_step_threads(config.PARALLEL_MIN_WORK) == 2
+    monkeypatch.setattr(threads, "others_running", lambda: 1)  # a busy neighbour
+    assert threads.plan(32, config.PARALLEL_MIN_WORK) == 1
+    assert threads.plan(32, config.PARALLEL_MIN_WORK_LOADED) == 2
+    assert threads.per_step_threads(10**15) == 1
+
+
+def test_others_running_reads_the_load():
+    n = threads.others_running()
+    assert isinstance(n, int) and n >= 0
