@@ -46,10 +46,12 @@ MIN_TILES = 2
 PARALLEL_MIN_WORK = 30_000_000
 PARALLEL_MIN_WORK_LOADED = 1_000_000_000
 # At batch 1 the columns (forward) and units (backward) are the only parallel
-# axis, with one parallel region per step: used from this many units up, where
-# a step reads megabytes of R (below, one thread streams the fired rows fast
-# enough and never waits for another).
+# axis, with one parallel region per step: used from this many units up (and
+# only while no other program runs). The forward reads only the fired rows, so
+# a step pays for the split only when H is large; the backward's dq R^T reads
+# the rows of every backward-active unit and pays from a few hundred units.
 COLUMN_SPLIT_MIN_H = 2048
+UNIT_SPLIT_MIN_H = 512
 # Columns of R per block of the tiled event accumulation: the rows of a block
 # fired by several samples of a tile are read from memory once.
 COL_BLOCK = 512

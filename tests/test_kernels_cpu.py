@@ -173,7 +173,8 @@ SPLITS = {
     "tile_of_1": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=1),
     "tile_of_3_narrow_blocks": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=3,
                                     COL_BLOCK=5),
-    "column_split": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1),
+    "column_split": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1,
+                         UNIT_SPLIT_MIN_H=1),
 }
 
 
@@ -242,7 +243,7 @@ def test_results_do_not_depend_on_threads(monkeypatch, path, B):
     for split in SPLITS:
         for name, value in config._DEFAULTS.items():
             if name in ("NUM_THREADS", "PARALLEL_MIN_WORK", "TILE_SAMPLES", "COL_BLOCK",
-                        "COLUMN_SPLIT_MIN_H"):
+                        "COLUMN_SPLIT_MIN_H", "UNIT_SPLIT_MIN_H"):
                 monkeypatch.setattr(config, name, value)
         if "TILE_SAMPLES" in SPLITS[split] or "COL_BLOCK" in SPLITS[split]:
             continue  # tiles are fixed by B in real use; other tilings agree to rounding
@@ -504,7 +505,7 @@ def test_non_finite_rows_of_R_that_are_read_raise(monkeypatch, path, value, B):
     drives they compute, so a non-finite weight in a row that is read raises,
     on every path and work split."""
     _forced(monkeypatch, NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1,
-            **PATHS[path])
+            UNIT_SPLIT_MIN_H=1, **PATHS[path])
     p, silent = _silent_problem()
     if B == 1:
         p = p.replace(x=np.ascontiguousarray(p.x[:, :1]), h0=p.h0[:1], y0=p.y0[:1])

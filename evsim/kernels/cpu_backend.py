@@ -8,7 +8,7 @@ statistics. Two kernel families compute the same sums in the same order:
   parallel region per call): every batch size, and batch 1 on one thread;
 * :mod:`cpu`: batch 1 with columns (forward) or units (backward) split over
   threads, one parallel region per step, for large H only
-  (``config.COLUMN_SPLIT_MIN_H``).
+  (``config.COLUMN_SPLIT_MIN_H``, ``config.UNIT_SPLIT_MIN_H``).
 """
 
 import numpy as np
@@ -38,16 +38,17 @@ def dR_switch(B):
     return 0.2 / B ** (1 / 3) if level is None else level
 
 
-def _threads(B, H, work):
-    """Numba threads for a call (batch 1 may split columns at large H)."""
-    if B == 1 and H >= config.COLUMN_SPLIT_MIN_H:
+def _threads(B, H, work, min_h):
+    """Numba threads for a call (batch 1 splits columns or units per step from
+    ``min_h`` units up)."""
+    if B == 1 and H >= min_h:
         return threads.per_step_threads(work)
     return threads.plan(B, work)
 
 
-def _column_split(B, H, nthreads):
-    """Batch 1, large H, several threads: split columns/units per step."""
-    return B == 1 and nthreads > 1 and H >= config.COLUMN_SPLIT_MIN_H
+def _split(B, H, nthreads, min_h):
+    """Batch 1, H >= min_h, several threads: split columns/units per step."""
+    return B == 1 and nthreads > 1 and H >= min_h
 
 
 def _events_feeding(ev_cnt, lengths):
@@ -77,9 +78,10 @@ def forward(ctx):
                ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
                out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
                out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts)
-    nthreads = _threads(B, H, T * B * H * 3 * H)
+    min_h = config.COLUMN_SPLIT_MIN_H
+    nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
     with threads.numba_threads(nthreads):
-        if _column_split(B, H, nthreads):
+        if _split(B, H, nthreads, min_h):
             cpu.egru_forward(*args_in, nthreads)
         else:
             tile = threads.tile_size(B)
@@ -121,9 +123,10 @@ def backward(ctx, dy, dh, dy_last, stats):
                ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]))
     args_saved = (ctx["c"], saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"],
                   ctx["h0"], ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts)
-    nthreads = _threads(B, H, T * B * H * 3 * H)
+    min_h = config.UNIT_SPLIT_MIN_H
+    nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
     with threads.numba_threads(nthreads):
-        if _column_split(B, H, nthreads):
+        if _split(B, H, nthreads, min_h):
             kernel = cpu.egru_backward if sparse_dy else cpu.egru_backward_dense
             kernel(*args_in, *args_saved, nthreads)
         else:
