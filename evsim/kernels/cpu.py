@@ -11,10 +11,12 @@ output of step t. The recurrent drive of step t reads only the rows of R of the
 units listed in slot t.
 
 Parallel work: the H units are cut into P blocks (one per thread); a work item
-is a (sample, unit block) pair, so at batch 1 the columns are the parallel
-axis and at larger batches the samples are. An item adds the rows of R of its
-sample's events for its columns only and then runs the pointwise update of its
-units, which needs no other item's columns: one parallel region per step.
+is a unit block (forward: for every sample) or a (sample, unit block) pair
+(backward). A forward item adds the rows of R of every sample's events for its
+columns only, chunk by chunk so that a row fired by several samples is read
+from memory once, then runs the pointwise update of its units, which needs no
+other item's columns: one parallel region per step. (The sample-parallel
+kernels of :mod:`cpu_seq` have one region per call; the backend picks.)
 Dense steps (the "dense" backend, or the auto-switch at high activity) make
 one BLAS product per unit block for the whole batch, with BLAS running
 single-threaded inside Numba's threads (see ``cpu_backend.single_threaded_blas``).
@@ -229,25 +231,6 @@ def _acc_rows(qs, R, c0, c1, ev, n, yprev):
         e += 1
 
 
-@numba.njit(**_JIT)
-def _accumulate_events(R, yprev, ev_idx_s, blk_cnt_s, P, lo, hi, qk):
-    """qk (3w,) = sum over the events of one sample of yprev[i] * R[i, cols of
-    units lo:hi]. Returns the number of events."""
-    H = R.shape[0]
-    w = hi - lo
-    qk[:] = 0
-    n_ev = 0
-    for kk in range(P):
-        off, _ = _block(H, P, kk)
-        n = blk_cnt_s[kk]
-        n_ev += n
-        for gate in range(3):
-            c0 = gate * H + lo
-            _acc_rows(qk[gate * w:(gate + 1) * w], R, c0, c0 + w, ev_idx_s[off:off + n], n,
-                      yprev)
-    return n_ev
-
-
 @numba.njit(inline="always", **_JIT)
 def _saved_rows(v, z, r, g, qg, t, b, save):
     """Rows of the saved arrays for (t, b); a dummy row when nothing is saved."""
@@ -304,8 +287,8 @@ def _pointwise_forward(at, qk, br, thr, hprev, keep_row, per_elem, dense_gru, sa
 @numba.njit(parallel=True, **_JIT)
 def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, dense_switch,
                  save, y, h, c, v, z, r, g, qg, h_last, y_last, ev_idx, ev_cnt, q, counts,
-                 nthreads):
-    """Event-driven EGRU forward over a whole sequence.
+                 col_block, nthreads):
+    """Event-driven EGRU forward over a whole sequence, columns split over threads.
 
     Parameters (in: read only; out: written)
     ----------
@@ -329,6 +312,7 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
     q : (B, G) scratch. Recurrent drive of the current step (block layout).
     counts : (B, 4) int64 out. Per sample: events, recurrent multiply-adds
         done, dense-equivalent multiply-adds, non-finite recurrent drives.
+    col_block : int >= 1. Units per chunk of the event accumulation.
     nthreads : int. Threads to split the work over (numba.get_num_threads()).
     """
     T, B, G = a.shape
@@ -378,27 +362,44 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
                                        rr, gr, qgr, lo, hi)
                     blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
         else:
-            # one work item per (sample, unit block): add the event rows, then
-            # the pointwise update of the block.
-            for wi in prange(B * P):
-                b = wi // P
-                k = wi % P
-                if t >= lengths[b]:
-                    continue
+            # one work item per unit block, for every sample: add the event rows
+            # (column chunk by chunk, so that a row fired by several samples is
+            # read from memory once), then the pointwise update of the block.
+            for k in prange(P):
                 lo, hi = _block(H, P, k)
                 w = hi - lo
-                qk = qf[3 * B * lo:3 * B * hi].reshape(B, 3 * w)[b]
-                n_ev = _accumulate_events(R, yprev_all[b], ev_idx[t, b], blk_cnt[t, b], P,
-                                          lo, hi, qk)
-                if k == 0:
-                    macs[t, b] = n_ev * G
-                bad[wi] += _nonfinite(qk)
-                krow = keep[t, b] if per_elem else keep[0, 0]
-                vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
-                _pointwise_forward(a[t, b], qk, br, thr, hprev_all[b], krow, per_elem,
-                                   dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr, rr,
-                                   gr, qgr, lo, hi)
-                blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
+                qb = qf[3 * B * lo:3 * B * hi].reshape(B, 3 * w)
+                for b in range(B):
+                    qb[b] = 0
+                    if t < lengths[b]:
+                        n_ev = 0
+                        for kk in range(P):
+                            n_ev += blk_cnt[t, b, kk]
+                        if k == 0:
+                            macs[t, b] = n_ev * G
+                for gate in range(3):
+                    for u0 in range(lo, hi, col_block):
+                        u1 = min(hi, u0 + col_block)
+                        c0 = gate * H + u0
+                        j0 = gate * w + u0 - lo
+                        for b in range(B):
+                            if t >= lengths[b]:
+                                continue
+                            for kk in range(P):
+                                off, _ = _block(H, P, kk)
+                                n = blk_cnt[t, b, kk]
+                                _acc_rows(qb[b, j0:j0 + u1 - u0], R, c0, c0 + u1 - u0,
+                                          ev_idx[t, b, off:off + n], n, yprev_all[b])
+                for b in range(B):
+                    if t >= lengths[b]:
+                        continue
+                    bad[b * P + k] += _nonfinite(qb[b])
+                    krow = keep[t, b] if per_elem else keep[0, 0]
+                    vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
+                    _pointwise_forward(a[t, b], qb[b], br, thr, hprev_all[b], krow, per_elem,
+                                       dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr,
+                                       rr, gr, qgr, lo, hi)
+                    blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
     # public format: the events of slot s, sample b at ev_idx[s, b, :ev_cnt[s, b]]
     for b in prange(B):
         L = lengths[b]

@@ -39,16 +39,16 @@ def dR_switch(B):
 
 
 def _threads(B, H, work, min_h):
-    """Numba threads for a call (batch 1 splits columns or units per step from
-    ``min_h`` units up)."""
-    if B == 1 and H >= min_h:
+    """Numba threads for a call: from ``min_h`` units up, the columns or units
+    are split over threads at every step (``threads.per_step_threads``)."""
+    if H >= min_h:
         return threads.per_step_threads(work)
     return threads.plan(B, work)
 
 
 def _split(B, H, nthreads, min_h):
-    """Batch 1, H >= min_h, several threads: split columns/units per step."""
-    return B == 1 and nthreads > 1 and H >= min_h
+    """Split columns/units per step: H >= min_h and several threads."""
+    return nthreads > 1 and H >= min_h
 
 
 def _events_feeding(ev_cnt, lengths):
@@ -78,11 +78,12 @@ def forward(ctx):
                ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
                out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
                out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts)
-    min_h = config.COLUMN_SPLIT_MIN_H
+    # batches: sample tiles (a column split per step measured slower at B=16)
+    min_h = config.COLUMN_SPLIT_MIN_H if B == 1 else 10**12
     nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
     with threads.numba_threads(nthreads):
         if _split(B, H, nthreads, min_h):
-            cpu.egru_forward(*args_in, nthreads)
+            cpu.egru_forward(*args_in, config.COL_BLOCK, nthreads)
         else:
             tile = threads.tile_size(B)
             # blocks of columns let the samples of a tile share rows in cache;
@@ -123,7 +124,7 @@ def backward(ctx, dy, dh, dy_last, stats):
                ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]))
     args_saved = (ctx["c"], saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"],
                   ctx["h0"], ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts)
-    min_h = config.UNIT_SPLIT_MIN_H
+    min_h = config.UNIT_SPLIT_MIN_H if B == 1 else 10**12  # batches: tiles of samples
     nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
     with threads.numba_threads(nthreads):
         if _split(B, H, nthreads, min_h):
