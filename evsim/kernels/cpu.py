@@ -255,22 +255,23 @@ def _pointwise_forward(at, qk, br, thr, hprev, keep_row, per_elem, dense_gru, sa
     H = hprev.shape[0]
     w = hi - lo
     kc = keep_row[0]
-    if save:
+    if save:  # two loops: with eight output rows in one, LLVM does not vectorise it
         for j in range(w):
             u = lo + j
             kp = keep_row[u] if per_elem else kc
             qgj = qk[2 * w + j] + br[2 * H + u]
             zj, rj, gj, vj = _gates(at[u], at[H + u], at[2 * H + u], qk[j] + br[u],
                                     qk[w + j] + br[H + u], qgj, hprev[u], kp)
-            cj, yj, hj = _fire(vj, thr[u], dense_gru)
-            yrow[u] = yj
-            hrow[u] = hj
-            crow[u] = cj
             vrow[u] = vj
             zrow[u] = zj
             rrow[u] = rj
             grow[u] = gj
             qgrow[u] = qgj
+        for u in range(lo, hi):
+            cj, yj, hj = _fire(vrow[u], thr[u], dense_gru)
+            yrow[u] = yj
+            hrow[u] = hj
+            crow[u] = cj
     else:
         for j in range(w):
             u = lo + j
