@@ -27,6 +27,7 @@ the same for every choice; only the time differs.
 
 import contextlib
 import functools
+import os
 import threading
 import time
 
@@ -140,20 +141,33 @@ _load = [-1.0, 0]  # (time read, tasks of other programs running then)
 
 
 def others_running():
-    """Tasks of other programs runnable right now (Linux's /proc/loadavg, read
-    at most every 50 ms; 0 where unknown). A parallel region waits for all its
-    threads: with another program on a core, one of them is often descheduled
-    and the region waits a scheduler time slice (milliseconds) for it, so
-    small and per-step parallel work runs on one thread instead."""
+    """Tasks of other programs runnable right now (Linux: /proc/loadavg minus
+    this process's running threads, read at most every 50 ms; 0 where
+    unknown). A parallel region waits for all its threads: with another
+    program on a core, one of them is often descheduled and the region waits a
+    scheduler time slice (milliseconds) for it, so small and per-step parallel
+    work runs on one thread instead."""
     now = time.monotonic()
     if now - _load[0] > 0.05:
-        try:
-            with open("/proc/loadavg") as f:
-                running = int(f.read().split()[3].split("/")[0])
-        except (OSError, ValueError, IndexError):
-            running = 1
-        _load[:] = [now, max(0, running - 1)]  # this thread is one of them
+        _load[:] = [now, _count_others()]
     return _load[1]
+
+
+def _count_others():
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.scandir("/proc/self/task"):
+            try:
+                with open(os.path.join(task.path, "stat")) as f:
+                    # the state follows the command name, which is in parentheses
+                    own += f.read().rpartition(")")[2].split()[0] == "R"
+            except OSError:
+                pass
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - max(own, 1))
 
 
 def per_step_threads(work):
