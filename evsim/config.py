@@ -52,6 +52,9 @@ PARALLEL_MIN_WORK_LOADED = 1_000_000_000
 # the rows of every backward-active unit and pays from a few hundred units.
 COLUMN_SPLIT_MIN_H = 2048
 UNIT_SPLIT_MIN_H = 512
+# In the column-split forward, a step with fewer multiply-adds than this runs
+# on the calling thread (at low activity the step is shorter than a wake-up).
+STEP_PARALLEL_MIN_WORK = 500_000
 # Columns of R per block of the tiled event accumulation: the rows of a block
 # fired by several samples of a tile are read from memory once.
 COL_BLOCK = 512

@@ -285,10 +285,63 @@ def _pointwise_forward(at, qk, br, thr, hprev, keep_row, per_elem, dense_gru, sa
             crow[u] = cj
 
 
+@numba.njit(**_JIT)
+def _update_block(t, k, P, lo, hi, qb, a, br, thr, hprev_all, keep, keep_mode, lengths,
+                  dense_gru, save, y, h, c, v, z, r, g, qg, ev_idx, blk_cnt, bad):
+    """Pointwise update of units [lo, hi) (block k of P) of every running sample
+    at step t, given their recurrent drives qb (B, 3w); writes the block's
+    events and counts non-finite drives in bad[b * P + k]."""
+    per_elem = keep_mode == 1
+    for b in range(qb.shape[0]):
+        if t >= lengths[b]:
+            continue
+        bad[b * P + k] += _nonfinite(qb[b])
+        krow = keep[t, b] if per_elem else keep[0, 0]
+        vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
+        _pointwise_forward(a[t, b], qb[b], br, thr, hprev_all[b], krow, per_elem, dense_gru,
+                           save, y[t, b], h[t, b], c[t, b], vr, zr, rr, gr, qgr, lo, hi)
+        blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
+
+
+@numba.njit(**_JIT)
+def _event_block(t, k, P, B, H, qf, R, yprev_all, a, br, thr, hprev_all, keep, keep_mode,
+                 lengths, dense_gru, save, y, h, c, v, z, r, g, qg, ev_idx, blk_cnt, bad, macs,
+                 col_block):
+    """Work item k of an event-driven step: add the event rows of every sample
+    for the columns of unit block k (chunk by chunk, so that a row fired by
+    several samples is read from memory once), then the block's update."""
+    G = 3 * H
+    lo, hi = _block(H, P, k)
+    w = hi - lo
+    qb = qf[3 * B * lo:3 * B * hi].reshape(B, 3 * w)
+    for b in range(B):
+        qb[b] = 0
+        if t < lengths[b] and k == 0:
+            n_ev = 0
+            for kk in range(P):
+                n_ev += blk_cnt[t, b, kk]
+            macs[t, b] = n_ev * G
+    for gate in range(3):
+        for u0 in range(lo, hi, col_block):
+            u1 = min(hi, u0 + col_block)
+            c0 = gate * H + u0
+            j0 = gate * w + u0 - lo
+            for b in range(B):
+                if t >= lengths[b]:
+                    continue
+                for kk in range(P):
+                    off, _ = _block(H, P, kk)
+                    n = blk_cnt[t, b, kk]
+                    _acc_rows(qb[b, j0:j0 + u1 - u0], R, c0, c0 + u1 - u0,
+                              ev_idx[t, b, off:off + n], n, yprev_all[b])
+    _update_block(t, k, P, lo, hi, qb, a, br, thr, hprev_all, keep, keep_mode, lengths,
+                  dense_gru, save, y, h, c, v, z, r, g, qg, ev_idx, blk_cnt, bad)
+
+
 @numba.njit(parallel=True, **_JIT)
 def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, dense_switch,
                  save, y, h, c, v, z, r, g, qg, h_last, y_last, ev_idx, ev_cnt, q, counts,
-                 col_block, nthreads):
+                 col_block, parallel_min, nthreads):
     """Event-driven EGRU forward over a whole sequence, columns split over threads.
 
     Parameters (in: read only; out: written)
@@ -314,12 +367,13 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
     counts : (B, 4) int64 out. Per sample: events, recurrent multiply-adds
         done, dense-equivalent multiply-adds, non-finite recurrent drives.
     col_block : int >= 1. Units per chunk of the event accumulation.
+    parallel_min : int. An event-driven step with fewer multiply-adds than this
+        runs its blocks on the calling thread (same results, no wake-up).
     nthreads : int. Threads to split the work over (numba.get_num_threads()).
     """
     T, B, G = a.shape
     H = G // 3
     P = max(1, min(nthreads, H))
-    per_elem = keep_mode == 1
     qf = q.reshape(B * G)
     blk_cnt = np.zeros((T + 1, B, P), np.int64)
     macs = np.zeros((T, B), np.int64)
@@ -352,55 +406,25 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
                 qk = qf[3 * B * lo:3 * B * hi].reshape(B, 3 * w)
                 np.dot(yprev_all, Rp[3 * H * lo:3 * H * hi].reshape(H, 3 * w), qk)
                 for b in range(B):
-                    if t >= lengths[b]:
-                        continue
-                    macs[t, b] = H * G
-                    bad[b * P + k] += _nonfinite(qk[b])
-                    krow = keep[t, b] if per_elem else keep[0, 0]
-                    vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
-                    _pointwise_forward(a[t, b], qk[b], br, thr, hprev_all[b], krow, per_elem,
-                                       dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr,
-                                       rr, gr, qgr, lo, hi)
-                    blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
+                    if t < lengths[b]:
+                        macs[t, b] = H * G
+                _update_block(t, k, P, lo, hi, qk, a, br, thr, hprev_all, keep, keep_mode,
+                              lengths, dense_gru, save, y, h, c, v, z, r, g, qg, ev_idx,
+                              blk_cnt, bad)
         else:
             # one work item per unit block, for every sample: add the event rows
             # (column chunk by chunk, so that a row fired by several samples is
             # read from memory once), then the pointwise update of the block.
-            for k in prange(P):
-                lo, hi = _block(H, P, k)
-                w = hi - lo
-                qb = qf[3 * B * lo:3 * B * hi].reshape(B, 3 * w)
-                for b in range(B):
-                    qb[b] = 0
-                    if t < lengths[b]:
-                        n_ev = 0
-                        for kk in range(P):
-                            n_ev += blk_cnt[t, b, kk]
-                        if k == 0:
-                            macs[t, b] = n_ev * G
-                for gate in range(3):
-                    for u0 in range(lo, hi, col_block):
-                        u1 = min(hi, u0 + col_block)
-                        c0 = gate * H + u0
-                        j0 = gate * w + u0 - lo
-                        for b in range(B):
-                            if t >= lengths[b]:
-                                continue
-                            for kk in range(P):
-                                off, _ = _block(H, P, kk)
-                                n = blk_cnt[t, b, kk]
-                                _acc_rows(qb[b, j0:j0 + u1 - u0], R, c0, c0 + u1 - u0,
-                                          ev_idx[t, b, off:off + n], n, yprev_all[b])
-                for b in range(B):
-                    if t >= lengths[b]:
-                        continue
-                    bad[b * P + k] += _nonfinite(qb[b])
-                    krow = keep[t, b] if per_elem else keep[0, 0]
-                    vr, zr, rr, gr, qgr = _saved_rows(v, z, r, g, qg, t, b, save)
-                    _pointwise_forward(a[t, b], qb[b], br, thr, hprev_all[b], krow, per_elem,
-                                       dense_gru, save, y[t, b], h[t, b], c[t, b], vr, zr,
-                                       rr, gr, qgr, lo, hi)
-                    blk_cnt[t + 1, b, k] = _compact_block(y[t, b], ev_idx[t + 1, b], lo, hi)
+            if n_prev * G >= parallel_min:
+                for k in prange(P):
+                    _event_block(t, k, P, B, H, qf, R, yprev_all, a, br, thr, hprev_all, keep,
+                                 keep_mode, lengths, dense_gru, save, y, h, c, v, z, r, g, qg,
+                                 ev_idx, blk_cnt, bad, macs, col_block)
+            else:  # too few events to pay for waking the other threads
+                for k in range(P):
+                    _event_block(t, k, P, B, H, qf, R, yprev_all, a, br, thr, hprev_all, keep,
+                                 keep_mode, lengths, dense_gru, save, y, h, c, v, z, r, g, qg,
+                                 ev_idx, blk_cnt, bad, macs, col_block)
     # public format: the events of slot s, sample b at ev_idx[s, b, :ev_cnt[s, b]]
     for b in prange(B):
         L = lengths[b]

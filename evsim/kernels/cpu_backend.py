@@ -83,7 +83,8 @@ def forward(ctx):
     nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
     with threads.numba_threads(nthreads):
         if _split(B, H, nthreads, min_h):
-            cpu.egru_forward(*args_in, config.COL_BLOCK if B > 1 else H, nthreads)
+            cpu.egru_forward(*args_in, config.COL_BLOCK if B > 1 else H,
+                             config.STEP_PARALLEL_MIN_WORK, nthreads)
         else:
             tile = threads.tile_size(B)
             # blocks of columns let the samples of a tile share rows in cache;
