@@ -17,11 +17,12 @@ THRESHOLD_RANGE = (0.01, 2.0)  # kept by the optimiser's projection step
 # always uses libm's exact exp.
 FAST_EXP_FLOAT32 = True
 # Where the event-driven paths hand over to dense BLAS products. Each is a
-# fraction; None means "automatic", a rule fitted to the break-even points
-# measured by benchmarks/kernels.py on 2-core AVX-512 machines (one thread;
-# benchmarks/RESULTS.md). Both paths give the same result; only time differs.
+# fraction; None means "automatic". Both paths give the same result to
+# rounding; only time differs.
 # Forward: a dense product for a step when more than this fraction of the
-# batch's units emitted an event at the previous step (auto: min(1, 1.8 / sqrt(B))).
+# batch's units emitted an event at the previous step (auto: never; adding the
+# rows of every event measured as fast as a BLAS product even at 100 %
+# activity, see evsim/kernels/cpu_seq.py).
 DENSE_SWITCH_ACTIVITY = None
 # Backward: dense dq R^T for the whole sequence when more than this fraction of
 # unit-steps is backward-active (auto: 0.9 / sqrt(B)).
@@ -45,6 +46,9 @@ MIN_TILES = 2
 # wait a scheduler time slice (milliseconds) for a descheduled thread.
 PARALLEL_MIN_WORK = 30_000_000
 PARALLEL_MIN_WORK_LOADED = 1_000_000_000
+# One-shot dense products (the input drive x W, dx) split their rows over
+# threads from this many multiply-adds up.
+PRODUCT_PARALLEL_MIN_WORK = 4_000_000
 # At batch 1 the columns (forward) and units (backward) are the only parallel
 # axis, with one parallel region per step: used from this many units up (and
 # only while no other program runs). The forward reads only the fired rows, so
@@ -55,9 +59,6 @@ UNIT_SPLIT_MIN_H = 512
 # In the column-split forward, a step with fewer multiply-adds than this runs
 # on the calling thread (at low activity the step is shorter than a wake-up).
 STEP_PARALLEL_MIN_WORK = 500_000
-# Columns of R per block of the tiled event accumulation: the rows of a block
-# fired by several samples of a tile are read from memory once.
-COL_BLOCK = 512
 
 # Backward through a dense projection from an event source: dout W^T as one
 # BLAS product followed by the backward-active mask when at least this fraction

@@ -27,7 +27,7 @@ import numpy as np
 
 from evsim import _validate as check
 from evsim import config, threads
-from evsim.kernels import reference
+from evsim.kernels import cpu_dense, reference
 
 BACKENDS = ("cpu", "dense", "reference", "cuda")
 GRAD_KEYS = ("x", "W", "R", "bx", "br", "thr", "h0", "y0")
@@ -278,17 +278,28 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
 
 
 def _input_drive(x, W, bx):
-    """a = x W + bx for all steps at once: one dense GEMM (T, B, 3H)."""
+    """a = x W + bx for all steps at once: one dense product (T, B, 3H), split
+    over evsim's threads when it is large enough to pay for them."""
     T, B, In = x.shape
-    return (x.reshape(T * B, In) @ W + bx).reshape(T, B, W.shape[1])
+    x2 = x.reshape(T * B, In)
+    with _gemm_threads(T * B * In * W.shape[1]):
+        a = cpu_dense.matmul(x2, W)
+    a += bx
+    return a.reshape(T, B, W.shape[1])
 
 
 def _input_drive_backward(x, W, drive_grad):
     """Gradients of x, W and bx from the gradient of the input drive."""
     T, B, In = x.shape
     da = drive_grad.reshape(T * B, -1)
-    return {"x": (da @ W.T).reshape(T, B, In), "W": x.reshape(T * B, In).T @ da,
+    with _gemm_threads(T * B * In * da.shape[1]):
+        dx = cpu_dense.matmul(da, W.T)
+    return {"x": dx.reshape(T, B, In), "W": x.reshape(T * B, In).T @ da,
             "bx": da.sum(axis=0)}
+
+
+def _gemm_threads(work):
+    return threads.numba_threads(threads.plan_product(work))
 
 
 def _zoneout_keep(p, mask, training, shape, dtype, rng):

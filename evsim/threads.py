@@ -120,7 +120,8 @@ def limit(n):
 
 def tile_size(B):
     """Samples per work item of the whole-sequence kernels: from B alone."""
-    return max(1, min(config.TILE_SAMPLES, -(-B // config.MIN_TILES)))
+    # at most 63: the forward marks a tile's samples as bits of an int64
+    return max(1, min(config.TILE_SAMPLES, 63, -(-B // config.MIN_TILES)))
 
 
 def plan(B, work):
@@ -138,6 +139,18 @@ def plan(B, work):
 
 
 _load = [-1.0, 0]  # (time read, tasks of other programs running then)
+
+
+def plan_product(work):
+    """Numba threads for one dense product of ``work`` multiply-adds (one
+    parallel region): all available from ``config.PRODUCT_PARALLEL_MIN_WORK``
+    up (and, while another program runs, from ``PARALLEL_MIN_WORK_LOADED``)."""
+    n = available()
+    if n < 2 or work < config.PRODUCT_PARALLEL_MIN_WORK:
+        return 1
+    if work < config.PARALLEL_MIN_WORK_LOADED and others_running() > 0:
+        return 1
+    return n
 
 
 def others_running():

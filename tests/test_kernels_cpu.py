@@ -171,8 +171,7 @@ SPLITS = {
     "one_thread": dict(NUM_THREADS=1),
     "tiles_2_threads": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0),
     "tile_of_1": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=1),
-    "tile_of_3_narrow_blocks": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=3,
-                                    COL_BLOCK=5),
+    "tile_of_3": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=3),
     "column_split": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1,
                          UNIT_SPLIT_MIN_H=1),
 }
@@ -242,10 +241,10 @@ def test_results_do_not_depend_on_threads(monkeypatch, path, B):
     runs = []
     for split in SPLITS:
         for name, value in config._DEFAULTS.items():
-            if name in ("NUM_THREADS", "PARALLEL_MIN_WORK", "TILE_SAMPLES", "COL_BLOCK",
+            if name in ("NUM_THREADS", "PARALLEL_MIN_WORK", "TILE_SAMPLES",
                         "COLUMN_SPLIT_MIN_H", "UNIT_SPLIT_MIN_H"):
                 monkeypatch.setattr(config, name, value)
-        if "TILE_SAMPLES" in SPLITS[split] or "COL_BLOCK" in SPLITS[split]:
+        if "TILE_SAMPLES" in SPLITS[split]:
             continue  # tiles are fixed by B in real use; other tilings agree to rounding
         _forced(monkeypatch, **SPLITS[split])
         res = p.forward(backend="cpu")

@@ -23,7 +23,7 @@ _SAVED = ("v", "z", "r", "g", "qg")
 def forward_switch(B):
     """Fraction of active units above which a forward step uses the dense product."""
     level = config.DENSE_SWITCH_ACTIVITY
-    return min(1.0, 1.8 / np.sqrt(B)) if level is None else level
+    return 2.0 if level is None else level
 
 
 def backward_switch(B):
@@ -83,14 +83,9 @@ def forward(ctx):
     nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
     with threads.numba_threads(nthreads):
         if _split(B, H, nthreads, min_h):
-            cpu.egru_forward(*args_in, config.COL_BLOCK if B > 1 else H,
-                             config.STEP_PARALLEL_MIN_WORK, nthreads)
+            cpu.egru_forward(*args_in, H, config.STEP_PARALLEL_MIN_WORK, nthreads)
         else:
-            tile = threads.tile_size(B)
-            # blocks of columns let the samples of a tile share rows in cache;
-            # a tile of one sample streams whole rows
-            col_block = config.COL_BLOCK if tile > 1 else 3 * H
-            cpu_seq.egru_forward(*args_in, tile, col_block)
+            cpu_seq.egru_forward(*args_in, threads.tile_size(B))
     total = counts.sum(axis=0)
     if total[3]:
         raise ValueError("R contains NaN or infinite values (in rows of units that fired; "

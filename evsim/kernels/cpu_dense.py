@@ -1,0 +1,47 @@
+"""Dense products split over evsim's own threads.
+
+evsim runs BLAS single-threaded during its calls (see :mod:`evsim.threads`),
+so a large one-shot product such as the input drive ``x W`` would use one core
+only. Here the rows of the left operand are cut into chunks of a fixed size
+and the chunks are shared among Numba's threads, each calling BLAS on its
+chunk. The chunking depends on the shapes only, so the result does not
+depend on the number of threads.
+"""
+
+import numba
+import numpy as np
+from numba import prange
+
+from evsim.kernels.cpu import _JIT
+
+ROWS_PER_CHUNK = 32
+
+
+@numba.njit(parallel=True, **_JIT)
+def _matmul_rows(A, B, out, chunk):
+    """out = A @ B, rows of A in chunks of ``chunk``.
+
+    A : (M, K) in, C-contiguous. B : (K, N) in, C- or F-contiguous.
+    out : (M, N) out, C-contiguous.
+    """
+    M = A.shape[0]
+    n_chunks = (M + chunk - 1) // chunk
+    for k in prange(n_chunks):
+        r0 = k * chunk
+        r1 = min(M, r0 + chunk)
+        np.dot(A[r0:r1], B, out[r0:r1])
+
+
+def matmul(A, B):
+    """A @ B for 2-D float arrays of one dtype (A C-contiguous), split over
+    the calling thread's Numba threads."""
+    out = np.empty((A.shape[0], B.shape[1]), A.dtype)
+    if A.shape[0] == 0 or B.shape[1] == 0:
+        return out
+    if A.shape[1] == 0:
+        out[:] = 0
+        return out
+    if not (B.flags.c_contiguous or B.flags.f_contiguous):
+        B = np.ascontiguousarray(B)
+    _matmul_rows(np.ascontiguousarray(A), B, out, ROWS_PER_CHUNK)
+    return out
