@@ -24,11 +24,14 @@ FAST_EXP_FLOAT32 = True
 # rows of every event measured as fast as a BLAS product even at 100 %
 # activity, see evsim/kernels/cpu_seq.py).
 DENSE_SWITCH_ACTIVITY = None
-# Backward: dense dq R^T for the whole sequence when more than this fraction of
-# unit-steps is backward-active (auto: 0.9 / sqrt(B)).
+# Backward: dense dq R^T (one BLAS product per tile and step) when more than
+# this fraction of unit-steps is backward-active (auto: never; the kernel's own
+# dot products of backward-active rows measured as fast at 100 % and 1.4x
+# faster at B = 16, H = 1024, 10 % activity, where BLAS repacks R per product).
 BACKWARD_DENSE_SWITCH = None
 # Backward: dR as one GEMM when more than this fraction of unit-steps fired
-# (auto: 0.2 / B ** (1/3)).
+# (auto: 0.3; event by event below, split over rows on all threads, while
+# the GEMM runs single-threaded inside evsim).
 DR_DENSE_SWITCH = None
 
 # Threads (evsim.threads decides, in one place). NUM_THREADS caps the Numba

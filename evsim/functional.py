@@ -9,8 +9,8 @@ Backends:
 * ``"cpu"``: event-driven Numba kernels. The recurrent drive of each step is
   built from the list of events of the previous step; BPTT computes the
   recurrent gradient only for backward-active units and ``dR`` only over
-  events. At high activity the forward switches to a dense product by itself
-  (``config.DENSE_SWITCH_ACTIVITY``).
+  events (above ``config.DR_DENSE_SWITCH`` activity, as one product). Threads
+  are chosen by :mod:`evsim.threads`.
 * ``"dense"``: the same Numba kernels with dense BLAS products every step (the
   baseline the event-driven path is measured against).
 * ``"reference"``: the plain NumPy oracle (:mod:`evsim.kernels.reference`).

@@ -29,13 +29,13 @@ def forward_switch(B):
 def backward_switch(B):
     """Backward-active fraction above which dq R^T runs dense for the sequence."""
     level = config.BACKWARD_DENSE_SWITCH
-    return 0.9 / np.sqrt(B) if level is None else level
+    return 2.0 if level is None else level
 
 
 def dR_switch(B):
     """Activity above which dR is one GEMM instead of event by event."""
     level = config.DR_DENSE_SWITCH
-    return 0.2 / B ** (1 / 3) if level is None else level
+    return 0.3 if level is None else level
 
 
 def _threads(B, H, work, min_h):
