@@ -25,9 +25,8 @@ FAST_EXP_FLOAT32 = True
 # activity, see evsim/kernels/cpu_seq.py).
 DENSE_SWITCH_ACTIVITY = None
 # Backward: dense dq R^T (one BLAS product per tile and step) when more than
-# this fraction of unit-steps is backward-active (auto: never; the kernel's own
-# dot products of backward-active rows measured as fast at 100 % and 1.4x
-# faster at B = 16, H = 1024, 10 % activity, where BLAS repacks R per product).
+# this fraction of unit-steps is backward-active (auto: H / 1024; see
+# evsim.kernels.cpu_backend.backward_switch for the measurements).
 BACKWARD_DENSE_SWITCH = None
 # Backward: dR as one GEMM when more than this fraction of unit-steps fired
 # (auto: 0.3; event by event below, split over rows on all threads, while

@@ -294,8 +294,8 @@ def _input_drive_backward(x, W, drive_grad):
     da = drive_grad.reshape(T * B, -1)
     with _gemm_threads(T * B * In * da.shape[1]):
         dx = cpu_dense.matmul(da, W.T)
-    return {"x": dx.reshape(T, B, In), "W": x.reshape(T * B, In).T @ da,
-            "bx": da.sum(axis=0)}
+        dW = cpu_dense.matmul_at(x.reshape(T * B, In), da)
+    return {"x": dx.reshape(T, B, In), "W": dW, "bx": da.sum(axis=0)}
 
 
 def _gemm_threads(work):

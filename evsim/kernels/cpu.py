@@ -19,7 +19,7 @@ other item's columns: one parallel region per step. (The sample-parallel
 kernels of :mod:`cpu_seq` have one region per call; the backend picks.)
 Dense steps (the "dense" backend, or the auto-switch at high activity) make
 one BLAS product per unit block for the whole batch, with BLAS running
-single-threaded inside Numba's threads (see ``cpu_backend.single_threaded_blas``).
+single-threaded inside Numba's threads (see :mod:`evsim.threads`).
 """
 
 import inspect

@@ -14,7 +14,7 @@ statistics. Two kernel families compute the same sums in the same order:
 import numpy as np
 
 from evsim import _validate, config, threads
-from evsim.kernels import cpu, cpu_events, cpu_seq, reference
+from evsim.kernels import cpu, cpu_dense, cpu_events, cpu_seq, reference
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
 _SAVED = ("v", "z", "r", "g", "qg")
@@ -26,10 +26,15 @@ def forward_switch(B):
     return 2.0 if level is None else level
 
 
-def backward_switch(B):
-    """Backward-active fraction above which dq R^T runs dense for the sequence."""
+def backward_switch(B, H):
+    """Backward-active fraction above which dq R^T is one BLAS product per tile
+    and step (auto: H / 1024, fitted to measurements from H = 96 to 1024 at
+    batch 1 to 32: a small R stays in cache, where BLAS beats row-by-row dot
+    products of all but the sparsest backward; a large R is packed again by
+    BLAS for every product, where the dot products of backward-active rows
+    were as fast even with every unit active)."""
     level = config.BACKWARD_DENSE_SWITCH
-    return 2.0 if level is None else level
+    return H / 1024 if level is None else level
 
 
 def dR_switch(B):
@@ -114,7 +119,7 @@ def backward(ctx, dy, dh, dy_last, stats):
     active, rows = reference.backward_active_count(
         saved["v"], ctx["c"], thr, ctx["support"], ctx["lengths"], ctx["dense_gru"])
     event_driven = ctx["backend"] != "dense"
-    sparse_dy = event_driven and active <= backward_switch(B) * rows
+    sparse_dy = event_driven and active <= backward_switch(B, H) * rows
     event_dR = event_driven and stats["activity"] <= dR_switch(B)
     args_in = (ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"],
                ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]))
@@ -132,7 +137,8 @@ def backward(ctx, dy, dh, dy_last, stats):
         # dR = sum over steps of y_{t-1}^T dq_t: the recurrent projection's weight gradient
         yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
         if not event_dR:
-            dR = yprev.reshape(T * B, H).T @ dq.reshape(T * B, G)
+            with threads.numba_threads(threads.plan_product(T * B * H * G)):
+                dR = cpu_dense.matmul_at(yprev.reshape(T * B, H), dq.reshape(T * B, G))
             dR_macs = int(lengths.sum()) * H * G
         else:  # event by event: only rows of units that fired (slot t feeds step t)
             dR = np.empty_like(R)

@@ -45,3 +45,10 @@ def matmul(A, B):
         B = np.ascontiguousarray(B)
     _matmul_rows(np.ascontiguousarray(A), B, out, ROWS_PER_CHUNK)
     return out
+
+
+def matmul_at(A, B):
+    """A^T @ B (A (K, M), B (K, N)): the weight-gradient form, e.g.
+    dR = yprev^T dq. A^T is copied to rows first (a copy of A, small next to
+    the product) so that its rows can be split like :func:`matmul`'s."""
+    return matmul(np.ascontiguousarray(A.T), B)
