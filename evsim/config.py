@@ -58,6 +58,10 @@ PRODUCT_PARALLEL_MIN_WORK = 4_000_000
 # the rows of every backward-active unit and pays from a few hundred units.
 COLUMN_SPLIT_MIN_H = 2048
 UNIT_SPLIT_MIN_H = 512
+# With a batch, the backward splits units per step (one BLAS product over the
+# whole batch per unit block, as dense BPTT does) when more than this fraction
+# of unit-steps is backward-active; below, tiles of samples do fewer products.
+UNIT_SPLIT_MIN_ACTIVE = 0.9
 # In the column-split forward, a step with fewer multiply-adds than this runs
 # on the calling thread (at low activity the step is shorter than a wake-up).
 STEP_PARALLEL_MIN_WORK = 500_000

@@ -174,6 +174,8 @@ SPLITS = {
     "tile_of_3": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, TILE_SAMPLES=3),
     "column_split": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1,
                          UNIT_SPLIT_MIN_H=1),
+    "batch_unit_split": dict(NUM_THREADS=2, PARALLEL_MIN_WORK=0, UNIT_SPLIT_MIN_H=1,
+                             UNIT_SPLIT_MIN_ACTIVE=0.0),
 }
 
 
@@ -206,10 +208,14 @@ def test_work_splits_really_run(monkeypatch, split):
     res = p.forward(backend="cpu")
     egru_backward(res, np.ones_like(res.y))
     want = 1 if split == "one_thread" else min(2, numba.config.NUMBA_NUM_THREADS)
-    family = "cpu" if split == "column_split" else "cpu_seq"
     ran = {k: v for k, v in calls.items() if v}
-    assert set(ran) in ({f"{family}.egru_forward", f"{family}.egru_backward"},
-                        {f"{family}.egru_forward", f"{family}.egru_backward_dense"})
+    if split == "column_split":
+        assert set(ran) in ({"cpu.egru_forward", "cpu.egru_backward"},
+                            {"cpu.egru_forward", "cpu.egru_backward_dense"})
+    elif split == "batch_unit_split":
+        assert set(ran) == {"cpu_seq.egru_forward", "cpu.egru_backward_dense"}
+    else:
+        assert set(ran) == {"cpu_seq.egru_forward", "cpu_seq.egru_backward"}
     assert all(v == [want] for v in ran.values()), ran
 
 
@@ -231,32 +237,47 @@ PATHS = {  # forward switch, backward switch, dR switch: each path forced
 }
 
 
+def _run_bits(p):
+    res = p.forward(backend="cpu")
+    return res, backward(res, cotangents(res, np.random.default_rng(1)))
+
+
+def _assert_same_bits(a, b, what):
+    (ra, ga), (rb, gb) = a, b
+    for k in ("y", "h", "c", "h_last", "y_last"):
+        np.testing.assert_array_equal(getattr(ra, k), getattr(rb, k), err_msg=f"{what} {k}")
+    for k in GRAD_KEYS:
+        np.testing.assert_array_equal(ga[k], gb[k], err_msg=f"{what} grad {k}")
+
+
 @pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("split", list(SPLITS))
 @pytest.mark.parametrize("B", [1, 6, 17])
-def test_results_do_not_depend_on_threads(monkeypatch, path, B):
-    """Bit for bit the same outputs and gradients on 1 or 2 threads, whatever
-    the path (events, dense products, automatic) and the work split."""
-    _forced(monkeypatch, **PATHS[path])
+def test_results_do_not_depend_on_threads(monkeypatch, path, split, B):
+    """Bit for bit the same outputs and gradients on 2 threads, on 1 thread,
+    and with another program running (per-step kernels then run their blocks
+    on one thread), for every work split and path (events, dense products,
+    automatic)."""
     p = make_problem(T=6, B=B, I=5, H=40, seed=21).astype(np.float32)
-    runs = []
-    for split in SPLITS:
-        for name, value in config._DEFAULTS.items():
-            if name in ("NUM_THREADS", "PARALLEL_MIN_WORK", "TILE_SAMPLES",
-                        "COLUMN_SPLIT_MIN_H", "UNIT_SPLIT_MIN_H"):
-                monkeypatch.setattr(config, name, value)
-        if "TILE_SAMPLES" in SPLITS[split]:
-            continue  # tiles are fixed by B in real use; other tilings agree to rounding
-        _forced(monkeypatch, **SPLITS[split])
-        res = p.forward(backend="cpu")
-        cot = cotangents(res, np.random.default_rng(1))
-        runs.append((split, res, backward(res, cot)))
-    _, res0, g0 = runs[0]
-    for split, res, g in runs[1:]:
-        for k in ("y", "h", "c", "h_last", "y_last"):
-            np.testing.assert_array_equal(getattr(res, k), getattr(res0, k), err_msg=f"{split} {k}")
-        for k in GRAD_KEYS:
-            np.testing.assert_array_equal(g[k], g0[k], err_msg=f"{split} grad {k}")
-    assert res0.stats["events"] > 0
+    settings = dict(SPLITS[split], **PATHS[path])
+    _forced(monkeypatch, **settings)
+    two = _run_bits(p)
+    assert two[0].stats["events"] > 0
+    monkeypatch.setattr(threads, "others_running", lambda: 1)
+    _assert_same_bits(two, _run_bits(p), "loaded")
+    monkeypatch.setattr(config, "NUM_THREADS", 1)
+    _assert_same_bits(two, _run_bits(p), "one thread")
+
+
+def test_event_paths_agree_bit_for_bit_across_kernels(monkeypatch):
+    """The event-driven sums are computed by one helper in list order: at
+    batch 1 the tile kernels and the split-per-step kernels give the same bits."""
+    p = make_problem(T=6, B=1, I=5, H=40, seed=21).astype(np.float32)
+    _forced(monkeypatch, **PATHS["events"])
+    tiles = _run_bits(p)
+    _forced(monkeypatch, NUM_THREADS=2, PARALLEL_MIN_WORK=0, COLUMN_SPLIT_MIN_H=1,
+            UNIT_SPLIT_MIN_H=1)
+    _assert_same_bits(tiles, _run_bits(p), "split per step")
 
 
 # --------------------------------------------------------------------------

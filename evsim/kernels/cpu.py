@@ -341,7 +341,7 @@ def _event_block(t, k, P, B, H, qf, R, yprev_all, a, br, thr, hprev_all, keep, k
 @numba.njit(parallel=True, **_JIT)
 def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, dense_switch,
                  save, y, h, c, v, z, r, g, qg, h_last, y_last, ev_idx, ev_cnt, q, counts,
-                 col_block, parallel_min, nthreads):
+                 col_block, parallel_min, blocks):
     """Event-driven EGRU forward over a whole sequence, columns split over threads.
 
     Parameters (in: read only; out: written)
@@ -369,11 +369,13 @@ def egru_forward(a, R, br, thr, h0, y0, keep, keep_mode, lengths, dense_gru, den
     col_block : int >= 1. Units per chunk of the event accumulation.
     parallel_min : int. An event-driven step with fewer multiply-adds than this
         runs its blocks on the calling thread (same results, no wake-up).
-    nthreads : int. Threads to split the work over (numba.get_num_threads()).
+    blocks : int. Unit blocks, the work items of a step (fixed by the caller
+        from the machine, not from the thread count: the dense products' sums
+        depend on the blocks). The caller's Numba threads run them.
     """
     T, B, G = a.shape
     H = G // 3
-    P = max(1, min(nthreads, H))
+    P = max(1, min(blocks, H))
     qf = q.reshape(B * G)
     blk_cnt = np.zeros((T + 1, B, P), np.int64)
     macs = np.zeros((T, B), np.int64)
@@ -521,7 +523,7 @@ def _recurrent_grad(dqb, R, vprev, thr, support, dense_gru, all_units, lo, hi, o
 @numba.njit(parallel=True, **_JIT)
 def egru_backward(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
                   c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da, dq, dthr_b, counts,
-                  nthreads):
+                  blocks):
     """Sparse BPTT through :func:`egru_forward` (all but the weight gradients).
 
     The pointwise backward runs for every unit (the state path is dense); the
@@ -548,11 +550,11 @@ def egru_backward(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
     dthr_b : (B, H) out. Per-sample threshold gradient (reduced by the caller).
     counts : (B, 2) int64 out. Per sample: rows of ``dq R^T`` computed for
         steps t >= 1 (backward-active units) and the dense equivalent.
-    nthreads : int. Threads to split the work over.
+    blocks : int. Unit blocks, the work items of a step (see :func:`egru_forward`).
     """
     T, B, G = dq.shape
     H = G // 3
-    P = max(1, min(nthreads, H))
+    P = max(1, min(blocks, H))
     per_elem = keep_mode == 1
     rows = np.zeros((T, B * P), np.int64)
     dthr_b[:] = 0
@@ -587,13 +589,13 @@ def egru_backward(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
 @numba.njit(parallel=True, **_JIT)
 def egru_backward_dense(R, thr, keep, keep_mode, lengths, dense_gru, damp, support,
                         c, v, z, r, g, qg, h0, h, dy, dh, dy_next, da, dq, dthr_b, counts,
-                        nthreads):
+                        blocks):
     """Dense BPTT baseline: same arguments as :func:`egru_backward`, but
     ``dq_t R^T`` is a BLAS product over all units each step (split over unit
     blocks, one block per thread, BLAS single-threaded inside each)."""
     T, B, G = dq.shape
     H = G // 3
-    P = max(1, min(nthreads, H))
+    P = max(1, min(blocks, H))
     per_elem = keep_mode == 1
     scratch = np.empty(B * H, dq.dtype)
     dthr_b[:] = 0

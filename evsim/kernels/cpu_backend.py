@@ -11,6 +11,8 @@ statistics. Two kernel families compute the same sums in the same order:
   (``config.COLUMN_SPLIT_MIN_H``, ``config.UNIT_SPLIT_MIN_H``).
 """
 
+import os
+
 import numpy as np
 
 from evsim import _validate, config, threads
@@ -43,17 +45,12 @@ def dR_switch(B):
     return 0.3 if level is None else level
 
 
-def _threads(B, H, work, min_h):
-    """Numba threads for a call: from ``min_h`` units up, the columns or units
-    are split over threads at every step (``threads.per_step_threads``)."""
-    if H >= min_h:
-        return threads.per_step_threads(work)
-    return threads.plan(B, work)
-
-
-def _split(B, H, nthreads, min_h):
-    """Split columns/units per step: H >= min_h and several threads."""
-    return nthreads > 1 and H >= min_h
+def _step_blocks():
+    """Unit blocks of the per-step kernels: the machine's cores. Fixed by the
+    machine, not by the threads of a call, since the sums of their dense
+    products depend on the blocks: under load the same blocks run on one
+    thread and give the same bits."""
+    return max(1, min(64, os.cpu_count() or 1))
 
 
 def _events_feeding(ev_cnt, lengths):
@@ -83,13 +80,14 @@ def forward(ctx):
                ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
                out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
                out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts)
-    # batches: sample tiles (a column split per step measured slower at B=16)
-    min_h = config.COLUMN_SPLIT_MIN_H if B == 1 else 10**12
-    nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
-    with threads.numba_threads(nthreads):
-        if _split(B, H, nthreads, min_h):
-            cpu.egru_forward(*args_in, H, config.STEP_PARALLEL_MIN_WORK, nthreads)
-        else:
+    work = T * B * H * 3 * H
+    # batch 1, large H: columns split per step; else tiles of samples (a column
+    # split per step measured slower at B = 16)
+    if B == 1 and H >= config.COLUMN_SPLIT_MIN_H:
+        with threads.numba_threads(threads.per_step_threads(work)):
+            cpu.egru_forward(*args_in, H, config.STEP_PARALLEL_MIN_WORK, _step_blocks())
+    else:
+        with threads.numba_threads(threads.plan(B, work)):
             cpu_seq.egru_forward(*args_in, threads.tile_size(B))
     total = counts.sum(axis=0)
     if total[3]:
@@ -125,15 +123,21 @@ def backward(ctx, dy, dh, dy_last, stats):
                ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]))
     args_saved = (ctx["c"], saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"],
                   ctx["h0"], ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts)
-    min_h = config.UNIT_SPLIT_MIN_H if B == 1 else 10**12  # batches: tiles of samples
-    nthreads = _threads(B, H, T * B * H * 3 * H, min_h)
-    with threads.numba_threads(nthreads):
-        if _split(B, H, nthreads, min_h):
-            kernel = cpu.egru_backward if sparse_dy else cpu.egru_backward_dense
-            kernel(*args_in, *args_saved, nthreads)
-        else:
+    work = T * B * H * G
+    # Units split per step: at batch 1 from UNIT_SPLIT_MIN_H units; with a batch
+    # when most units are backward-active (one BLAS product over the whole batch
+    # per block and step, as a dense BPTT makes it); else tiles of samples.
+    per_step = H >= config.UNIT_SPLIT_MIN_H and (
+        B == 1 or (event_driven and active > config.UNIT_SPLIT_MIN_ACTIVE * rows))
+    if per_step:
+        kernel = cpu.egru_backward if sparse_dy and B == 1 else cpu.egru_backward_dense
+        with threads.numba_threads(threads.per_step_threads(work)):
+            kernel(*args_in, *args_saved, _step_blocks())
+    else:
+        with threads.numba_threads(threads.plan(B, work)):
             cpu_seq.egru_backward(*args_in, sparse_dy, *args_saved, np.empty((B, H), dt),
                                   threads.tile_size(B))
+    with threads.numba_threads(threads.plan(B, work)):
         # dR = sum over steps of y_{t-1}^T dq_t: the recurrent projection's weight gradient
         yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
         if not event_dR:
