@@ -69,10 +69,20 @@ def test_checkpoint_and_resume(tmp_path, capsys):
     (["--max-len", "4"], 1, "max_len=4"),
     (["--limit", "0"], 2, "--limit"),
     (["--lr", "-1"], 2, "--lr"),
+    (["--threads", "0"], 2, "--threads"),
 ])
 def test_bad_arguments(capsys, extra, status, text):
     assert cli.main(TINY + extra) == status
     assert text in capsys.readouterr().err
+
+
+def test_threads_option_gives_the_same_result(capsys):
+    """--threads caps evsim's threads; the trained model is the same."""
+    assert cli.main(TINY + ["--threads", "1"]) == 0
+    one = [ln for ln in capsys.readouterr().out.splitlines() if "test " in ln]
+    assert cli.main(TINY) == 0
+    default = [ln for ln in capsys.readouterr().out.splitlines() if "test " in ln]
+    assert one == default and one
 
 
 def test_show_defaults(capsys):
