@@ -28,6 +28,7 @@ the same for every choice; only the time differs.
 import contextlib
 import functools
 import os
+import sys
 import threading
 import time
 
@@ -40,16 +41,20 @@ _local = threading.local()  # per Python thread: the cap set by limit()
 _depth = 0  # nesting of owned() blocks, over all Python threads
 _saved = []  # (controller, threads before the outermost block)
 _blas = None
+_blas_modules = 0  # len(sys.modules) when _blas was looked up
 
 
 def _blas_controllers():
-    """threadpoolctl controllers of every BLAS loaded in this process."""
-    global _blas
-    if _blas is None:
+    """threadpoolctl controllers of every BLAS loaded in this process. Looked
+    up again when modules were imported since the last look (a library such as
+    torch may have brought its own BLAS)."""
+    global _blas, _blas_modules
+    if _blas is None or len(sys.modules) != _blas_modules:
         import scipy.linalg.cython_blas  # noqa: F401 (the BLAS Numba calls for np.dot)
         import threadpoolctl
 
         _blas = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+        _blas_modules = len(sys.modules)
     return _blas
 
 

@@ -3,6 +3,7 @@ Numba thread settings are restored after every call (also after an error and
 when several Python threads call evsim), and results do not depend on the
 number of threads."""
 
+import sys
 import threading
 
 import numba
@@ -157,3 +158,12 @@ def test_small_and_loaded_calls_run_on_one_thread(monkeypatch):
 def test_others_running_reads_the_load():
     n = threads.others_running()
     assert isinstance(n, int) and n >= 0
+
+
+def test_blas_libraries_looked_up_again_after_imports(monkeypatch):
+    """A library imported after evsim's first call may bring its own BLAS:
+    the controllers are looked up again when modules were imported."""
+    first = threads._blas_controllers()
+    assert threads._blas_controllers() is first  # nothing new: no new lookup
+    monkeypatch.setitem(sys.modules, "evsim_test_fake_module", object())
+    assert threads._blas_controllers() is not first
