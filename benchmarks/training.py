@@ -33,9 +33,9 @@ JSON file with every epoch's record (``--include`` merges such a file into a
 later run's table). The files are rewritten after every run, so an interrupted
 benchmark keeps the runs already done.
 
-Threads: by default Numba and BLAS use one thread (``--threads 1``): on a
-shared 2-core machine a 2-thread Numba parallel region waits at its barrier for
-a preempted thread, and one thread measured faster (see the results file).
+Threads: evsim chooses them by itself (:mod:`evsim.threads`), as for a user;
+``--threads N`` caps them through ``Trainer(threads=N)``. No environment
+variable is set.
 """
 
 import argparse
@@ -80,8 +80,8 @@ def parse_args(argv=None):
     p.add_argument("--runs", default="GRU,EGRU,EGRU narrow",
                    help="comma-separated runs among GRU, EGRU, 'EGRU narrow'")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="Numba/BLAS threads (default 1; 0 leaves the environment alone)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="cap evsim's threads (default: evsim chooses)")
     p.add_argument("--set", action="append", default=[], metavar="TASK.KEY=VALUE",
                    help="override a setting, e.g. --set ptb.lr=2e-3 --set ptb.limit=300000")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
@@ -165,7 +165,7 @@ def build(task, s, model, extra, train, vocab, seed):
                                       model=model, seed=seed, **opts)
 
 
-def run_one(task, s, label, model, extra, splits, seed, progress, log):
+def run_one(task, s, label, model, extra, splits, seed, progress, log, threads=None):
     from evsim.training import Trainer
 
     train, valid, test, kind, vocab = splits
@@ -177,7 +177,7 @@ def run_one(task, s, label, model, extra, splits, seed, progress, log):
         activity_strength=s["activity_strength"] if egru else 0.0,
         clip=s["clip"], progress=progress, bptt=s.get("bptt", 35),
         lr_schedule=None if s["schedule"] in (None, "none") else s["schedule"],
-        log=lambda msg: log(f"  [{task} {label}] {msg}"))
+        log=lambda msg: log(f"  [{task} {label}] {msg}"), threads=threads)
     epochs = s["epochs"]
     metric = trainer.metric
     epoch_s, valid_s, records = [], [], []
@@ -362,16 +362,14 @@ def _commit():
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads > 0:  # before numba / numpy start their pools
-        for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "MKL_NUM_THREADS"):
-            os.environ[var] = str(args.threads)
     import numba
 
     settings = task_settings(args)
     env = dict(machine=f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
                        f"{platform.python_version()}, numba {numba.__version__}",
-               threads=numba.get_num_threads(), commit=_commit())
+               threads=("evsim's choice" if args.threads is None else
+                        f"at most {args.threads}") + f" of {numba.get_num_threads()}",
+               commit=_commit())
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 
     def log(msg):
@@ -396,7 +394,7 @@ def main(argv=None):
             k += 1
             log(f"[{k}/{total}] {task} {label}")
             results.append(run_one(task, s, label, model, extra, splits, args.seed,
-                                   not args.no_progress, log))
+                                   not args.no_progress, log, args.threads))
             write(args, settings, results, env, started, None)
     write(args, settings, results, env, started,
           datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
