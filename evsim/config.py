@@ -28,9 +28,9 @@ DENSE_SWITCH_ACTIVITY = None
 # this fraction of unit-steps is backward-active (auto: H / 1024; see
 # evsim.kernels.cpu_backend.backward_switch for the measurements).
 BACKWARD_DENSE_SWITCH = None
-# Backward: dR as one GEMM when more than this fraction of unit-steps fired
-# (auto: 0.3; event by event below, split over rows on all threads, while
-# the GEMM runs single-threaded inside evsim).
+# Backward: dR as one product (rows split over threads) when more than this
+# fraction of unit-steps fired (auto: 0.3, measured); event by event below,
+# each thread owning whole rows of dR.
 DR_DENSE_SWITCH = None
 
 # Threads (evsim.threads decides, in one place). NUM_THREADS caps the Numba
@@ -48,14 +48,15 @@ MIN_TILES = 2
 # wait a scheduler time slice (milliseconds) for a descheduled thread.
 PARALLEL_MIN_WORK = 30_000_000
 PARALLEL_MIN_WORK_LOADED = 1_000_000_000
-# One-shot dense products (the input drive x W, dx) split their rows over
-# threads from this many multiply-adds up.
+# One-shot dense products (the input drive x W, dx, dW, a dense dR) split their
+# rows over threads from this many multiply-adds up.
 PRODUCT_PARALLEL_MIN_WORK = 4_000_000
 # At batch 1 the columns (forward) and units (backward) are the only parallel
-# axis, with one parallel region per step: used from this many units up (and
-# only while no other program runs). The forward reads only the fired rows, so
-# a step pays for the split only when H is large; the backward's dq R^T reads
-# the rows of every backward-active unit and pays from a few hundred units.
+# axis, with one parallel region per step: used from this many units up (while
+# another program runs, the same kernel runs its blocks on one thread, with the
+# same result). The forward reads only the fired rows, so a step pays for the
+# split only when H is large; the backward's dq R^T reads the rows of every
+# backward-active unit and pays from a few hundred units.
 COLUMN_SPLIT_MIN_H = 2048
 UNIT_SPLIT_MIN_H = 512
 # With a batch, the backward splits units per step (one BLAS product over the
