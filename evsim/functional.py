@@ -73,6 +73,8 @@ class EGRUResult:
         v = ctx.get("saved", {}).get("v")
         if v is None or v.shape != self.y.shape:
             return None
+        if ctx["backend"] in ("cpu", "dense"):
+            return _backend_module(ctx["backend"]).backward_active(ctx)[0]
         return reference.backward_active(v, self.c, ctx["thr"], ctx["support"])
 
 

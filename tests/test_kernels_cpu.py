@@ -534,3 +534,19 @@ def test_non_finite_rows_of_R_that_are_read_raise(monkeypatch, path, value, B):
     R_bad[fired, 2] = value
     with pytest.raises(ValueError, match=r"\bR\b.*(NaN|infinite)"):
         p.replace(R=R_bad).forward(backend="cpu")
+
+
+@pytest.mark.parametrize("case", ["base", "float32", "lengths", "narrow_support",
+                                  "wide_support", "no_events", "all_fire"])
+def test_backward_active_mask_matches_reference(case):
+    """The kernel's backward-active set (computed once per forward pass and
+    used by the sparse backward, the counters and projections) equals the
+    NumPy reference's, and so does its count over the steps BPTT needs."""
+    p, fkw, _ = _setup(case, seed=17)
+    res = p.forward(backend="cpu", **fkw)
+    ctx = res._ctx
+    want = reference.backward_active(ctx["saved"]["v"], res.c, ctx["thr"], ctx["support"])
+    np.testing.assert_array_equal(res.backward_active(), want)
+    _, active, rows = cpu_backend.backward_active(ctx)
+    assert (active, rows) == reference.backward_active_count(
+        ctx["saved"]["v"], res.c, ctx["thr"], ctx["support"], ctx["lengths"])

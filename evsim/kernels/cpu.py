@@ -624,6 +624,28 @@ def egru_backward_dense(R, thr, keep, keep_mode, lengths, dense_gru, damp, suppo
 
 
 @numba.njit(parallel=True, **_JIT)
+def backward_active_mask(v, thr, support, dense_gru, mask, counts):
+    """Units whose output can carry a gradient: fired or inside the surrogate
+    band (the test the sparse backward applies row by row).
+
+    v : (T, B, H) in, saved membrane values. thr : (H,) in. support : scalar.
+    mask : (T, B, H) bool out. counts : (T, B) int64 out, active units per step.
+    """
+    T, B, H = v.shape
+    for w in prange(T * B):
+        t = w // B
+        b = w % B
+        row = mask[t, b]
+        vr = v[t, b]
+        n = 0
+        for i in range(H):
+            a = _backward_active(vr[i], thr[i], support, dense_gru)
+            row[i] = a
+            n += 1 if a else 0
+        counts[t, b] = n
+
+
+@numba.njit(parallel=True, **_JIT)
 def output_trace(y, alpha, trace):
     """trace_t = alpha trace_{t-1} + (1 - alpha) y_t, trace_{-1} = 0.
 

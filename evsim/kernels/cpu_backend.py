@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from evsim import _validate, config, threads
-from evsim.kernels import cpu, cpu_dense, cpu_events, cpu_seq, reference
+from evsim.kernels import cpu, cpu_dense, cpu_events, cpu_seq
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
 _SAVED = ("v", "z", "r", "g", "qg")
@@ -51,6 +51,25 @@ def _step_blocks():
     products depend on the blocks: under load the same blocks run on one
     thread and give the same bits."""
     return max(1, min(64, os.cpu_count() or 1))
+
+
+def backward_active(ctx):
+    """(mask (T, B, H) bool, active, rows) of the backward-active units of a
+    training forward pass: computed once per pass by a kernel and kept in
+    ``ctx``. ``active`` counts them over the steps t - 1 whose recurrent
+    gradient BPTT needs (t = 1 .. length - 1 of each sample), ``rows`` all
+    unit-steps there."""
+    if "backward_active" not in ctx:
+        v = ctx["saved"]["v"]
+        T, B, H = v.shape
+        mask = np.empty((T, B, H), np.bool_)
+        counts = np.empty((T, B), np.int64)
+        cpu.backward_active_mask(v, ctx["thr"], v.dtype.type(ctx["support"]),
+                                 ctx["dense_gru"], mask, counts)
+        alive = np.arange(1, T)[:, None] < ctx["lengths"][None, :]  # steps t - 1 = 0 .. T - 2
+        ctx["backward_active"] = (mask, int((counts[:-1] * alive).sum()),
+                                  int(alive.sum()) * H)
+    return ctx["backward_active"]
 
 
 def _events_feeding(ev_cnt, lengths):
@@ -114,8 +133,7 @@ def backward(ctx, dy, dh, dy_last, stats):
     dthr_b = np.zeros((B, H), dt)
     counts = np.zeros((B, 2), np.int64)
     lengths = ctx["lengths"]
-    active, rows = reference.backward_active_count(
-        saved["v"], ctx["c"], thr, ctx["support"], ctx["lengths"], ctx["dense_gru"])
+    _, active, rows = backward_active(ctx)
     event_driven = ctx["backend"] != "dense"
     sparse_dy = event_driven and active <= backward_switch(B, H) * rows
     event_dR = event_driven and stats["activity"] <= dR_switch(B)
