@@ -124,13 +124,20 @@ def test_fast_backends_match_reference(case):
 
 @pytest.mark.parametrize("case", ["base", "float32", "all_fire", "lengths", "everything",
                                   "batch1", "narrow_support"])
-def test_sparse_backward_equals_dense_backward(case):
-    """Sparse BPTT ("cpu") gives the dense BPTT ("dense") gradient to rounding."""
+def test_sparse_backward_equals_dense_backward(monkeypatch, case):
+    """Sparse BPTT ("cpu", event paths forced: at these small sizes the
+    automatic switch would take the dense product too) gives the dense BPTT
+    ("dense") gradient to rounding."""
     p, fkw, rng = _setup(case, seed=1)
     a = p.forward(backend="cpu", **fkw)
     b = p.forward(backend="dense", **fkw)
     cot = cotangents(a, rng, trace="trace_alpha" in fkw)
-    ga, gb = backward(a, cot), backward(b, cot)
+    gb = backward(b, cot)
+    _forced(monkeypatch, **PATHS["events"])
+    ga = backward(a, cot)
+    # the sparse path ran: it did exactly the work the event-driven path needs
+    assert a.stats["bwd_macs"] == a.stats["bwd_macs_event"]
+    assert b.stats["bwd_macs"] == b.stats["bwd_macs_dense"]
     for k in GRAD_KEYS:
         assert_close(ga[k], gb[k], 1e-12 if p.dtype == np.float64 else 1e-5, k)
 
