@@ -26,7 +26,6 @@ the same for every choice; only the time differs.
 """
 
 import contextlib
-import functools
 import os
 import sys
 import threading
@@ -81,17 +80,6 @@ def owned():
                 for lc, n in _saved:
                     lc.set_num_threads(n)
                 _saved = []
-
-
-def owning(fn):
-    """Decorator: run ``fn`` inside :func:`owned`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with owned():
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def _check_count(name, n):

@@ -155,12 +155,12 @@ def backward(ctx, dy, dh, dy_last, stats):
         with threads.numba_threads(threads.plan(B, work)):
             cpu_seq.egru_backward(*args_in, sparse_dy, *args_saved, np.empty((B, H), dt),
                                   threads.tile_size(B))
-    with threads.numba_threads(threads.plan(B, work)):
-        # dR = sum over steps of y_{t-1}^T dq_t: the recurrent projection's weight gradient
-        yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
+    # dR = sum over steps of y_{t-1}^T dq_t: the recurrent projection's weight
+    # gradient, one product or event by event, rows split over threads either way
+    yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
+    with threads.numba_threads(threads.plan_product(work)):
         if not event_dR:
-            with threads.numba_threads(threads.plan_product(T * B * H * G)):
-                dR = cpu_dense.matmul_at(yprev.reshape(T * B, H), dq.reshape(T * B, G))
+            dR = cpu_dense.matmul_at(yprev.reshape(T * B, H), dq.reshape(T * B, G))
             dR_macs = int(lengths.sum()) * H * G
         else:  # event by event: only rows of units that fired (slot t feeds step t)
             dR = np.empty_like(R)
