@@ -14,7 +14,7 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["evsim", "evsim.kernels", "evsim.training", "evsim.bundled_data"],
+    packages=["evsim", "evsim.kernels", "evsim.network", "evsim.training", "evsim.bundled_data"],
     # The repository's data/ folder is installed as the package evsim.bundled_data,
     # so the built-in data sets are found after a regular (non-editable) install too.
     package_dir={"evsim.bundled_data": "data"},

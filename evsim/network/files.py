@@ -1,0 +1,102 @@
+"""Network files: the JSON structure, and save / load of one HDF5 file.
+
+The file holds the structure (classes and constructor arguments) as an
+attribute, and the groups ``params``, ``sparse`` (CSR index arrays),
+``rng`` (run-time streams) and ``state`` (final state of the last run).
+"""
+
+import json
+
+import numpy as np
+import scipy.sparse as sp
+
+from evsim import io as evio
+from evsim import populations as pops
+
+__all__ = ["structure", "save", "load", "POPULATION_CLASSES"]
+
+POPULATION_CLASSES = {c.__name__: c for c in (
+    pops.EGRU, pops.GRU, pops.LIF, pops.Readout, pops.DenseInput, pops.SpikeInput,
+    pops.PoissonInput, pops.Embedding)}
+
+
+def structure(net):
+    """JSON-able description of ``net`` (classes and constructor arguments)."""
+    return {
+        "dtype": net.dtype.name, "backend": net.backend, "seed": net.seed,
+        "dt": net.dt,
+        "populations": [{"class": type(p).__name__, "kwargs": p.config()}
+                        for p in net.populations.values()],
+        "projections": [p.config() for p in net.projections.values()],
+    }
+
+
+def save(net, path):
+    """Write structure, parameters, last state and random streams of ``net`` to
+    one HDF5 file (atomic)."""
+    with evio.atomic_h5(path, "network", seed=net.seed, dt=net.dt,
+                        structure=json.dumps(structure(net))) as f:
+        evio.save_arrays(f.create_group("params"), net.params())
+        sparse = {}
+        for proj in net.projections.values():
+            if proj.kind == "sparse":
+                sparse[f"{proj.name}.indptr"] = proj.indptr
+                sparse[f"{proj.name}.indices"] = proj.indices
+        evio.save_arrays(f.create_group("sparse"), sparse)
+        evio.save_arrays(f.create_group("rng"), net.rng_state())
+        evio.save_arrays(f.create_group("state"), {
+            f"{pop}.{k}": v for pop, st in net.state.items() for k, v in st.items()})
+
+
+def load(cls, path):
+    """Rebuild a network of class ``cls`` saved with :func:`save`."""
+    with evio.open_checked(path, "network") as f:
+        try:
+            struct = json.loads(f.attrs["structure"])
+            params = evio.load_arrays(f["params"])
+            sparse = evio.load_arrays(f["sparse"])
+            rng = evio.load_arrays(f["rng"])
+            state = evio.load_arrays(f["state"])
+        except (KeyError, ValueError, TypeError, OSError) as err:
+            raise evio.FileFormatError(f"{path}: corrupt evsim network file ({err!r}); "
+                                       f"save the network again") from None
+    try:
+        net = _rebuild(cls, struct, params, sparse)
+        net.set_rng_state(rng)
+        for key, value in state.items():
+            pop, _, k = key.rpartition(".")
+            net.state.setdefault(pop, {})[k] = np.asarray(value)
+    except (KeyError, ValueError, TypeError) as err:
+        raise evio.FileFormatError(f"{path}: corrupt or incompatible evsim network file "
+                                   f"({err}); save the network again") from None
+    return net
+
+
+def _rebuild(cls, struct, params, sparse):
+    """The network described by ``struct``, with the parameters ``params``."""
+    net = cls(seed=struct["seed"], dtype=struct["dtype"], backend=struct["backend"],
+              dt=struct["dt"])
+    for spec in struct["populations"]:
+        if spec["class"] not in POPULATION_CLASSES:
+            raise ValueError(f"unknown population class {spec['class']!r}")
+        net.add(POPULATION_CLASSES[spec["class"]](**spec["kwargs"]))
+    for spec in struct["projections"]:
+        name = f"{spec['source']}->{spec['target']}"
+        W = params[f"{name}.W"]
+        if spec["kind"] == "sparse":
+            src = net.populations[spec["source"]]
+            shape = (src.size, net.populations[spec["target"]].in_size)
+            W = sp.csr_matrix((W, sparse[f"{name}.indices"], sparse[f"{name}.indptr"]),
+                              shape=shape)
+        net.connect(spec["source"], spec["target"], kind=spec["kind"], p=spec["p"],
+                    init=spec["init"], scale=spec["scale"], weight=W, seed=spec["seed"])
+    live = net.params()
+    if set(live) != set(params):
+        raise ValueError(f"parameters {sorted(set(live) ^ set(params))} do not match "
+                         f"the structure")
+    for k, v in live.items():
+        if v.shape != params[k].shape:
+            raise ValueError(f"parameter {k!r} has shape {params[k].shape}, the "
+                             f"structure implies {v.shape}")
+        v[...] = params[k]
+    return net

@@ -1,0 +1,78 @@
+"""One forward run: schedule and executor choice, monitors, threads, statistics.
+
+:func:`forward` checks the inputs, picks the executor (:mod:`.executors`),
+starts every monitor (and ends it, even on error), runs under the thread
+plan and gathers outputs and counters into a :class:`ForwardPass`.
+"""
+
+import time
+
+from evsim import threads
+from evsim.network.executors import EXECUTORS
+from evsim.network.inputs import check_inputs, initial_states
+from evsim.network.result import ForwardPass
+from evsim.network.schedule import incoming, plan
+
+__all__ = ["forward", "PROGRESS_MIN_WORK", "SCHEDULES"]
+
+#: Show the progress bar (progress=None) when T * B * (total units) exceeds this.
+PROGRESS_MIN_WORK = 50_000_000
+SCHEDULES = ("auto", "dag", "stepwise")
+
+
+def forward(net, inputs, lengths, training, steps, schedule, progress, reset):
+    """Run ``net`` over a batch; the arguments of :meth:`Network.forward`."""
+    with threads.owned():
+        return _forward(net, inputs, lengths, training, steps, schedule, progress, reset)
+
+
+def _forward(net, inputs, lengths, training, steps, schedule, progress, reset):
+    t_start = time.perf_counter()
+    order, delayed = plan(net)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be 'auto', 'dag' or 'stepwise', got {schedule!r}")
+    if schedule == "dag" and delayed:
+        raise ValueError(f"the network has a cycle between populations (projections "
+                         f"{sorted(delayed)} close it); use schedule='stepwise' or 'auto'")
+    kind = "stepwise" if schedule == "stepwise" or delayed else "dag"
+    values, T, B, lengths = check_inputs(net, inputs, lengths, steps)
+    states = initial_states(net, B, reset)
+    n_units = sum(p.size for p in order)
+    show = net.progress if progress is None else progress
+    show = (T * B * n_units > PROGRESS_MIN_WORK) if show is None else bool(show)
+    work = T * B * n_units * n_units  # about the multiply-adds of dense products
+    with threads.numba_threads(threads.plan(B, work)):
+        runs, pstats, pop_wall = _run_monitored(net, EXECUTORS[kind], order, delayed, values,
+                                                T, B, lengths, training, states, show)
+    outputs, stats = {}, {}
+    for pop in order:
+        run = runs[pop.name]
+        outputs[pop.name] = run.y
+        if getattr(pop, "trace_alpha", None) is not None and run.variables is not None:
+            outputs[pop.name + ".trace"] = run.variables()["trace"]
+        st = dict(run.stats, wall_s=pop_wall[pop.name])
+        st.setdefault("fwd_macs_event", st["fwd_macs"])
+        for proj in incoming(net, pop):
+            st["fwd_macs"] += pstats[proj.name]["fwd_macs"]
+            st["fwd_macs_event"] += pstats[proj.name]["fwd_macs"]
+            st["fwd_macs_dense"] += pstats[proj.name]["fwd_macs_dense"]
+        stats[pop.name] = st
+        net.state[pop.name] = run.state
+    return ForwardPass(outputs=outputs, stats=stats, projection_stats=pstats,
+                       lengths=lengths, training=bool(training), schedule=kind,
+                       wall_s=time.perf_counter() - t_start, _runs=runs)
+
+
+def _run_monitored(net, executor, order, delayed, values, T, B, lengths, training, states,
+                   show):
+    """Run ``executor`` with every monitor started (and ended, even on error)."""
+    started = []
+    try:
+        for name, mon in net.monitors:
+            pop = net.populations[name]
+            mon.start_run(name, pop.size, B, T, net.dtype, tuple(pop.variables))
+            started.append(mon)
+        return executor(net, order, delayed, values, T, B, lengths, training, states, show)
+    finally:
+        for mon in started:  # a monitor that refused to start is not closed
+            mon.end_run()
