@@ -6,7 +6,10 @@ or directly:
 * :class:`EventMonitor` (kind ``"events"``): one record per event (step, unit,
   sample, value); spike trains, counts, rates, a dense view; optional unit
   subset; bounded memory (``max_events``) and optional streaming to an HDF5
-  file while the run goes on (``path``).
+  file while the run goes on (``path``). It composes the pieces of
+  :mod:`evsim.events`: a sink that stores the events as they come (in memory
+  or in the file) and an :class:`~evsim.events.EventTable` that answers the
+  queries and writes the file.
 * :class:`StateMonitor` (kind ``"state"``): chosen variables (``"v"``, ``"h"``,
   ``"y"``, ...) of chosen units, every ``every`` steps.
 * :class:`ActivityMonitor` (kind ``"activity"``): fraction of units active per
@@ -23,6 +26,11 @@ variables of the population to arrays of the same shape (other entries, such
 as the kernels' ``"events"`` lists, are ignored). Recording is vectorised: a
 chunk costs a few NumPy calls, never a Python call per event or per step.
 
+A compiled loop that never builds the dense chunk calls instead
+``EventMonitor.record_events(t0, step, unit, batch, value)`` with event columns
+(cost O(events)) and ``StateMonitor.record_units(t0, data)`` with the
+monitor's units only, every step.
+
 Several runs: by default each ``start_run`` clears what the monitor holds (and
 rewrites its file). With ``append=True`` runs are concatenated along time: the
 steps of the second run continue after the last step of the first, and
@@ -34,28 +42,30 @@ event file. A foreign, truncated or newer file raises
 :class:`evsim.io.FileFormatError` with the reason.
 """
 
-import contextlib
 import os
-import warnings
 
 import h5py
 import numpy as np
 
-from evsim.io import FileFormatError, atomic_h5, open_checked, write_header
+from evsim.events import (
+    EventTable,
+    FileSink,
+    MemorySink,
+    MonitorOverflowError,
+    check_event_columns,
+    empty_columns,
+    events_from_dense,
+    header_attrs,
+    read_header,
+    reading,
+    str_attr,
+)
+from evsim.io import FileFormatError, atomic_h5
 
 __all__ = ["EventMonitor", "StateMonitor", "ActivityMonitor", "MonitorOverflowError",
-           "MONITOR_KINDS", "make_monitor", "load", "load_events"]
+           "EventTable", "MONITOR_KINDS", "make_monitor", "load", "load_events"]
 
-EVENT_FIELDS = ("step", "unit", "batch", "value")
-_FIELD_DTYPES = {"step": np.int64, "unit": np.int32, "batch": np.int32}
 FILE_KINDS = {"events": "events", "state": "state_monitor", "activity": "activity_monitor"}
-
-
-class MonitorOverflowError(RuntimeError):
-    """An :class:`EventMonitor` reached ``max_events`` with ``on_overflow="raise"``.
-
-    The events that fit are kept: the monitor stays readable after the error.
-    """
 
 
 # --------------------------------------------------------------------------
@@ -85,42 +95,16 @@ def _check_units_fit(units, n_units, pop_name, cls):
                          f"the population has {n_units} units (indices 0..{n_units - 1})")
 
 
-def _check_chunk(name, arr, batch, n_units, pop_name):
+def _check_chunk(name, arr, batch, width, pop_name, note=""):
     arr = np.asarray(arr)
-    if arr.ndim != 3 or arr.shape[1:] != (batch, n_units):
+    if arr.ndim != 3 or arr.shape[1:] != (batch, width):
         raise ValueError(f"monitor on {pop_name!r}: data[{name!r}] must have shape "
-                         f"(steps, {batch}, {n_units}), got {arr.shape}")
+                         f"(steps, {batch}, {width}){note}, got {arr.shape}")
     return arr
 
 
-def _str_attr(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class _Growable:
-    """Parallel 1-D arrays grown by amortised doubling."""
-
-    def __init__(self, dtypes, capacity=1024):
-        self.dtypes = dict(dtypes)
-        self.n = 0
-        self.arrays = {k: np.empty(capacity, dt) for k, dt in self.dtypes.items()}
-
-    def append(self, cols):
-        m = len(next(iter(cols.values())))
-        need = self.n + m
-        cap = len(next(iter(self.arrays.values())))
-        if need > cap:
-            new_cap = max(need, 2 * cap)
-            for k, arr in self.arrays.items():
-                grown = np.empty(new_cap, arr.dtype)
-                grown[:self.n] = arr[:self.n]
-                self.arrays[k] = grown
-        for k, col in cols.items():
-            self.arrays[k][self.n:need] = col
-        self.n = need
-
-    def view(self):
-        return {k: arr[:self.n] for k, arr in self.arrays.items()}
+def _is_count(value):
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
 class _Monitor:
@@ -138,6 +122,7 @@ class _Monitor:
         self.run_starts = []
         self.n_steps = 0           # total steps of all runs held
         self._offset = 0           # first global step of the current run
+        self._run_steps = 0        # steps announced for the current run
         self._running = False
 
     # variables the monitor needs besides "y" (always given); the network checks
@@ -180,9 +165,9 @@ class _Monitor:
         self.n_steps = self._offset + int(n_steps)
         self._running = True
 
-    def _need_run(self):
+    def _need_run(self, method="record"):
         if self.n_units is None:
-            raise RuntimeError(f"{self.cls_name}.record() called before start_run(); "
+            raise RuntimeError(f"{self.cls_name}.{method}() called before start_run(); "
                                f"attach the monitor with net.monitor(...) or call start_run first")
 
     def _seen(self, t0, tc):
@@ -195,47 +180,14 @@ class _Monitor:
         self._running = False
 
     def _header_attrs(self):
-        return dict(pop_name=self.pop_name or "", n_units=-1 if self.n_units is None
-                    else self.n_units, batch=-1 if self.batch is None else self.batch,
-                    n_steps=self.n_steps, run_starts=np.asarray(self.run_starts, np.int64),
-                    value_dtype=str(self.dtype or np.dtype(np.float32)))
+        return header_attrs(self.pop_name, self.n_units, self.batch, self.n_steps,
+                            self.run_starts, self.dtype)
 
     def _read_header(self, f):
-        a = f.attrs
-        self.pop_name = _str_attr(a.get("pop_name", "")) or None
-        n_units, batch = int(a.get("n_units", -1)), int(a.get("batch", -1))
-        self.n_units = None if n_units < 0 else n_units
-        self.batch = None if batch < 0 else batch
-        self.n_steps = int(a.get("n_steps", 0))
-        self.run_starts = [int(s) for s in np.atleast_1d(a.get("run_starts", []))]
-        self.dtype = np.dtype(_str_attr(a.get("value_dtype", "float32")))
-        self.dt = float(a.get("dt", 1.0))
-
-
-def _reading(path, kind):
-    """open_checked, turning a damaged file met while reading into FileFormatError."""
-    @contextlib.contextmanager
-    def ctx():
-        try:
-            f = open_checked(path, kind)
-        except FileFormatError as err:
-            if "lock" not in str(err):
-                raise
-            raise FileFormatError(
-                f"{os.fspath(path)} is open for writing by another process (a monitor "
-                f"streaming to it during a run?). Read it after the run, read a copy of it, "
-                f"or set the environment variable HDF5_USE_FILE_LOCKING=FALSE") from None
-        try:
-            yield f
-        except (OSError, KeyError, ValueError, TypeError) as err:
-            if isinstance(err, FileFormatError):
-                raise
-            raise FileFormatError(f"{os.fspath(path)} is an evsim {kind!r} file but could not "
-                                  f"be read ({type(err).__name__}: {err}); it may be truncated "
-                                  f"or damaged. Re-record it or restore a copy.") from None
-        finally:
-            f.close()
-    return ctx()
+        head = read_header(f.attrs)
+        self.pop_name, self.n_units, self.batch = head["pop_name"], head["n_units"], head["batch"]
+        self.n_steps, self.run_starts = head["n_steps"], head["run_starts"]
+        self.dtype, self.dt = head["dtype"], head["dt"]
 
 
 # --------------------------------------------------------------------------
@@ -276,12 +228,16 @@ class EventMonitor(_Monitor):
         Keep earlier runs (see the module docstring) instead of clearing them.
     dt : float
         Duration of a step (for :meth:`rates` and the file header).
+    chunk_size : int
+        HDF5 chunk length of the event datasets.
 
     Attributes
     ----------
     step, unit, batch, value : 1-D arrays, one entry per event, ordered by step,
         then sample, then unit. ``unit`` holds population indices.
     units : (n,) int64 the recorded units (all units when no subset).
+    table : the recording as an :class:`~evsim.events.EventTable` (the
+        queries below are its own).
     n_events, n_dropped, n_steps, run_starts.
     """
 
@@ -293,28 +249,21 @@ class EventMonitor(_Monitor):
         super().__init__(pop_name, append)
         self._units = _units_array(units)
         if max_events is not None:
-            if isinstance(max_events, bool) or not isinstance(max_events, (int, np.integer)) \
-                    or max_events < 0:
+            if not _is_count(max_events) or max_events < 0:
                 raise ValueError(f"max_events must be None or an integer >= 0, got "
                                  f"{max_events!r}")
             max_events = int(max_events)
         if on_overflow not in ("warn", "raise"):
             raise ValueError(f"on_overflow must be 'warn' or 'raise', got {on_overflow!r}")
+        if not _is_count(flush_every) or flush_every < 1:
+            raise ValueError(f"flush_every must be an integer >= 1, got {flush_every!r}")
         self.max_events = max_events
         self.on_overflow = on_overflow
         self.path = None if path is None else os.fspath(path)
         self.dt = float(dt)
-        self.chunk_size = int(chunk_size)
-        if isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer)) \
-                or flush_every < 1:
-            raise ValueError(f"flush_every must be an integer >= 1, got {flush_every!r}")
         self.flush_every = int(flush_every)
-        self._pending = []
-        self.n_dropped = 0
-        self._buf = None
-        self._n_file = 0
-        self._file = None
-        self._warned = False
+        self.chunk_size = int(chunk_size)
+        self._sink = None  # MemorySink, or FileSink with path
 
     # -- protocol ----------------------------------------------------------
 
@@ -326,18 +275,12 @@ class EventMonitor(_Monitor):
             raise ValueError(f"EventMonitor on {self.pop_name!r} holds {self.dtype} values; "
                              f"this run is {np.dtype(dtype)}. Use a new monitor")
         self._start_common(reset, n_units, batch, n_steps, dtype)
-        if reset:
-            self.n_dropped = 0
-            self._warned = False
-            self._buf = _Growable(self._dtypes())
-            if self.path is not None:
-                self._close_file()
-                self._open_stream(new=True)
-        elif self.path is not None and self._file is None:
-            self._open_stream(new=False)
-        if self._file is not None:
-            self._write_attrs(complete=False)
-            self._file.flush()
+        if reset or self._sink is None:
+            if self._sink is not None:
+                self._sink.close()
+            self._sink = self._new_sink()
+        elif self.path is not None:
+            self._sink.open(self._file_attrs(), new=False)
 
     def record(self, t0, data):
         """Append the events of steps ``t0 .. t0 + Tc - 1`` of the current run.
@@ -349,24 +292,62 @@ class EventMonitor(_Monitor):
         """
         self._need_run()
         y = _check_chunk("y", data["y"], self.batch, self.n_units, self.pop_name)
-        tc = y.shape[0]
-        self._seen(t0, tc)
-        cols = self._extract(y)
+        self._seen(t0, y.shape[0])
+        cols = events_from_dense(y, self._units, self.dtype)
         cols["step"] += self._offset + int(t0)
-        self._store(cols)
+        self._sink.append(cols, self.n_steps)
+
+    def record_events(self, t0, step, unit, batch, value):
+        """Append events given as columns: used by the network's compiled loop.
+
+        The same as :meth:`record` on the dense equivalent, at a cost
+        O(number of events): no (Tc, B, N) array is built.
+
+        Parameters
+        ----------
+        t0 : int
+            The step of the current run that ``step`` counts from (as in
+            :meth:`record`).
+        step : (m,) integer array
+            Steps relative to ``t0``; ``t0 + step`` lies in the run announced
+            by ``start_run`` (0 .. n_steps - 1).
+        unit : (m,) integer array
+            Population indices (0 .. n_units - 1), all units: the monitor
+            keeps those of its ``units`` subset itself.
+        batch : (m,) integer array
+            Sample indices (0 .. B - 1).
+        value : (m,) real array
+            Event values (cast to the run's dtype).
+
+        One row per event, ordered by step, then sample, then unit. The
+        monitor copies what it keeps, so the caller may reuse its buffers.
+
+        Raises
+        ------
+        ValueError
+            A column not 1-D, of another length than ``step``, of a
+            non-integer (step, unit, batch) or non-real (value) dtype, or out
+            of range; rows out of order or repeated. Nothing is recorded then.
+        """
+        self._need_run("record_events")
+        cols = check_event_columns(
+            f"EventMonitor.record_events on {self.pop_name!r}", t0,
+            dict(step=step, unit=unit, batch=batch, value=value),
+            (self._run_steps, self.batch, self.n_units), self.dtype)
+        cols["step"] += self._offset + int(t0)
+        if self._units is not None:
+            at = np.searchsorted(self._units, cols["unit"])
+            keep = self._units[np.minimum(at, self._units.size - 1)] == cols["unit"]
+            cols = {k: c[keep] for k, c in cols.items()}
+        self._sink.append(cols, self.n_steps)
 
     def end_run(self):
         """Finish the run: mark the stream file complete and close it."""
-        if self._file is not None:
-            self.flush()
-            self._write_attrs(complete=True)
-            self._close_file()
+        if isinstance(self._sink, FileSink):
+            self._sink.finish(self._file_attrs())
         super().end_run()
 
-    # -- extraction and storage --------------------------------------------
-
-    def _dtypes(self):
-        return dict(_FIELD_DTYPES, value=self.dtype)
+    # -- storage -----------------------------------------------------------
 
     @property
     def units(self):
@@ -375,234 +356,84 @@ class EventMonitor(_Monitor):
             return self._units
         return np.arange(self.n_units or 0, dtype=np.int64)
 
-    def _extract(self, y):
-        """Event columns of a chunk: one np.nonzero over (Tc, B, n) outputs."""
-        if self._units is not None:
-            y = y[:, :, self._units]
-        t, b, k = np.nonzero(y)
-        value = y[t, b, k]
-        unit = k if self._units is None else self._units[k]
-        return dict(step=t.astype(np.int64), unit=unit.astype(np.int32),
-                    batch=b.astype(np.int32), value=value.astype(self.dtype))
+    def _new_sink(self):
+        bound = dict(max_events=self.max_events, on_overflow=self.on_overflow,
+                     name=f"EventMonitor on {self.pop_name!r}")
+        if self.path is None:
+            return MemorySink(self.dtype, **bound)
+        sink = FileSink(self.path, self.dtype, self.flush_every, self.chunk_size, **bound)
+        sink.open(self._file_attrs(), new=True)
+        return sink
 
-    def _store(self, cols):
-        m = len(cols["step"])
-        held = self.n_events
-        overflow = False
-        if self.max_events is not None and held + m > self.max_events:
-            room = max(self.max_events - held, 0)
-            self.n_dropped += m - room
-            cols = {k: v[:room] for k, v in cols.items()}
-            overflow = True
-        if self._file is not None:
-            self._pending.append(cols)
-            if len(self._pending) >= self.flush_every:
-                self.flush()
-        else:
-            self._buf.append(cols)
-        if overflow:
-            msg = (f"EventMonitor on {self.pop_name!r} reached max_events={self.max_events}: "
-                   f"kept the first {self.max_events} events, dropped {self.n_dropped} so far. "
-                   f"Raise max_events, record fewer units, or stream to a file with path=...")
-            if self.on_overflow == "raise":
-                self.flush()
-                raise MonitorOverflowError(msg)
-            if not self._warned:
-                warnings.warn(msg, RuntimeWarning, stacklevel=3)
-                self._warned = True
-
-    # -- streaming file ----------------------------------------------------
-
-    def _open_stream(self, new):
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        if new:
-            f = h5py.File(self.path, "w")
-            write_header(f, FILE_KINDS["events"], dt=self.dt)
-            for k, dt in self._dtypes().items():
-                f.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt,
-                                 chunks=(self.chunk_size,))
-            self._n_file = 0
-        else:
-            f = h5py.File(self.path, "a")
-            self._n_file = int(f.attrs["n_events"])
-        self._file = f
+    def _file_attrs(self):
+        return dict(self._header_attrs(), units=self.units, dt=self.dt)
 
     def flush(self):
         """Write the pending records to the stream file and flush it to disk."""
-        if self._file is None:
-            return
-        pending, self._pending = self._pending, []
-        if len(pending) == 1:
-            cols = pending[0]
-        elif pending:
-            cols = {k: np.concatenate([c[k] for c in pending]) for k in EVENT_FIELDS}
-        else:
-            cols = {k: np.empty(0, dt) for k, dt in self._dtypes().items()}
-        self._append_file(cols)
-
-    def _append_file(self, cols):
-        m = len(cols["step"])
-        f = self._file
-        if m:
-            n = self._n_file
-            for k, col in cols.items():
-                ds = f[k]
-                ds.resize((n + m,))
-                ds[n:n + m] = col
-            self._n_file = n + m
-        # n_events last: a reader trusts only what this attribute covers
-        f.attrs["n_steps"] = self.n_steps
-        f.attrs["n_dropped"] = self.n_dropped
-        f.attrs["n_events"] = self._n_file
-        f.flush()
-
-    def _write_attrs(self, complete):
-        f = self._file
-        for key, value in self._header_attrs().items():
-            f.attrs[key] = value
-        f.attrs["units"] = self.units
-        f.attrs["dt"] = self.dt
-        f.attrs["n_dropped"] = self.n_dropped
-        f.attrs["n_events"] = self._n_file
-        f.attrs["complete"] = bool(complete)
-
-    def _close_file(self):
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.flush()
-            self._file.close()
-            self._file = None
+        if self._sink is not None:
+            self._sink.flush()
 
     def close(self):
         """Flush and close the stream file without marking the run complete."""
-        self.flush()
-        self._close_file()
-
-    def __del__(self):
-        with contextlib.suppress(Exception):
-            self.close()
-
-    # -- data access -------------------------------------------------------
+        if self._sink is not None:
+            self._sink.close()
 
     @property
     def n_events(self):
         """Number of events held (in memory, or in the stream file with ``path``)."""
-        if self.path is not None:
-            return self._n_file + sum(len(c["step"]) for c in self._pending)
-        return 0 if self._buf is None else self._buf.n
+        return 0 if self._sink is None else self._sink.n_events
 
-    def _columns(self):
-        if self._pending:
-            self.flush()
-        if self.path is not None and self._n_file:
-            if self._file is not None:
-                return {k: self._file[k][:self._n_file] for k in EVENT_FIELDS}
-            return _read_event_columns(self.path)[0]
-        if self.path is None and self._buf is not None:
-            return self._buf.view()
-        dtype = self.dtype if self.dtype is not None else np.float32
-        return {k: np.empty(0, dt) for k, dt in dict(_FIELD_DTYPES, value=dtype).items()}
+    @property
+    def n_dropped(self):
+        """Events not kept because of ``max_events``."""
+        return 0 if self._sink is None else self._sink.n_dropped
+
+    # -- queries (answered by the EventTable) ------------------------------
+
+    @property
+    def table(self):
+        """The events held, as an :class:`~evsim.events.EventTable` (a snapshot)."""
+        if self._sink is None:
+            cols = empty_columns(np.float32 if self.dtype is None else self.dtype)
+        else:
+            cols = self._sink.columns()
+        return EventTable(cols, n_units=self.n_units, batch=self.batch, n_steps=self.n_steps,
+                          units=self._units, dtype=self.dtype, dt=self.dt,
+                          pop_name=self.pop_name,
+                          run_starts=self.run_starts, n_dropped=self.n_dropped)
 
     @property
     def events(self):
         """Dict of the four event columns ``step, unit, batch, value``."""
-        return self._columns()
+        return self.table.events
 
-    @property
-    def step(self):
-        return self._columns()["step"]
-
-    @property
-    def unit(self):
-        return self._columns()["unit"]
-
-    @property
-    def batch_index(self):
-        return self._columns()["batch"]
-
-    @property
-    def value(self):
-        return self._columns()["value"]
-
-    def _col_of_unit(self):
-        col = np.full(self.n_units, -1, np.int64)
-        col[self.units] = np.arange(self.units.size)
-        return col
+    step = property(lambda self: self.table.step)
+    unit = property(lambda self: self.table.unit)
+    batch_index = property(lambda self: self.table.batch_index)
+    value = property(lambda self: self.table.value)
 
     def spike_trains(self, batch=0, values=False):
-        """Events of one sample, per recorded unit.
-
-        Returns a dict ``unit -> steps`` (int64, sorted), or ``unit -> (steps,
-        values)`` with ``values=True``. Every recorded unit is a key (silent
-        units map to empty arrays). Multiply steps by ``dt`` for times.
-        """
-        self._check_batch(batch)
-        ev = self._columns()
-        sel = ev["batch"] == batch
-        unit, step, value = ev["unit"][sel], ev["step"][sel], ev["value"][sel]
-        order = np.argsort(unit, kind="stable")
-        unit, step, value = unit[order], step[order], value[order]
-        bounds = np.searchsorted(unit, self.units, side="left")
-        ends = np.searchsorted(unit, self.units, side="right")
-        out = {}
-        for u, a, e in zip(self.units.tolist(), bounds, ends, strict=True):
-            out[u] = (step[a:e], value[a:e]) if values else step[a:e]
-        return out
-
-    def _check_batch(self, batch):
-        if self.batch is None:
-            raise RuntimeError("the EventMonitor has not recorded a run yet")
-        if not 0 <= batch < self.batch:
-            raise ValueError(f"batch must be a sample index in 0..{self.batch - 1}, got {batch}")
+        return self.table.spike_trains(batch, values)
 
     def counts(self):
-        """Events per sample and recorded unit: int64 (B, n_units recorded)."""
-        if self.batch is None:
-            raise RuntimeError("the EventMonitor has not recorded a run yet")
-        ev = self._columns()
-        n = self.units.size
-        col = self._col_of_unit()[ev["unit"]]
-        flat = ev["batch"].astype(np.int64) * n + col
-        return np.bincount(flat, minlength=self.batch * n).reshape(self.batch, n)
+        return self.table.counts()
 
     def rates(self, dt=None):
-        """Mean event rate per sample and unit: counts / (n_steps * dt).
-
-        With ``dt`` in seconds the rate is in Hz (``dt=1e-3`` for 1 ms steps).
-        Default ``dt`` is the monitor's own (1.0: events per step).
-        """
-        dt = self.dt if dt is None else float(dt)
-        steps = max(self.n_steps, 1)
-        return self.counts() / (steps * dt)
+        return self.table.rates(dt)
 
     def to_dense(self):
-        """The recorded events as a dense array (n_steps, B, n_units recorded).
+        return self.table.to_dense()
 
-        Column j is unit ``units[j]``; the entries hold the event values.
-        """
-        if self.batch is None:
-            raise RuntimeError("the EventMonitor has not recorded a run yet")
-        ev = self._columns()
-        out = np.zeros((self.n_steps, self.batch, self.units.size), self.dtype)
-        out[ev["step"], ev["batch"], self._col_of_unit()[ev["unit"]]] = ev["value"]
-        return out
+    spike_trains.__doc__ = EventTable.spike_trains.__doc__
+    counts.__doc__ = EventTable.counts.__doc__
+    rates.__doc__ = EventTable.rates.__doc__
+    to_dense.__doc__ = EventTable.to_dense.__doc__
 
     # -- files -------------------------------------------------------------
 
     def save(self, path):
         """Write the recorded events to an HDF5 file (atomic)."""
-        ev = self._columns()
-        with atomic_h5(path, FILE_KINDS["events"], dt=self.dt) as f:
-            for k in EVENT_FIELDS:
-                f.create_dataset(k, data=ev[k], maxshape=(None,),
-                                 chunks=(max(1, min(self.chunk_size, len(ev[k]) or 1)),))
-            for key, value in self._header_attrs().items():
-                f.attrs[key] = value
-            f.attrs["units"] = self.units
-            f.attrs["n_dropped"] = self.n_dropped
-            f.attrs["n_events"] = len(ev["step"])
-            f.attrs["complete"] = True
+        self.table.save(path, self.chunk_size)
 
     @classmethod
     def load(cls, path):
@@ -611,48 +442,22 @@ class EventMonitor(_Monitor):
         A stream whose run did not end (a crash) loads up to its last flushed
         record, with a warning.
         """
-        cols, attrs = _read_event_columns(path)
-        mon = cls(units=None, dt=float(attrs.get("dt", 1.0)))
-        fake = _AttrsFile(attrs)
-        mon._read_header(fake)
-        units = np.asarray(attrs.get("units", np.arange(max(mon.n_units or 0, 0))), np.int64)
-        if mon.n_units is not None and not np.array_equal(units, np.arange(mon.n_units)):
-            mon._units = units
-        mon.n_dropped = int(attrs.get("n_dropped", 0))
-        mon._buf = _Growable(dict(_FIELD_DTYPES, value=mon.dtype), capacity=max(
-            1, len(cols["step"])))
-        mon._buf.append(cols)
-        if not bool(attrs.get("complete", True)):
-            warnings.warn(f"{os.fspath(path)}: the recording did not finish (the run is "
-                          f"still going on, or was interrupted); loaded the "
-                          f"{len(cols['step'])} events flushed so far, steps "
-                          f"0..{mon.n_steps - 1}", RuntimeWarning, stacklevel=2)
+        table = EventTable.load(path)
+        mon = cls(pop_name=table.pop_name, dt=table.dt)
+        mon.n_units, mon.batch, mon.dtype = table.n_units, table.batch, table.dtype
+        mon.n_steps, mon.run_starts = table.n_steps, list(table.run_starts)
+        if mon.n_units is not None and not np.array_equal(table.units, np.arange(mon.n_units)):
+            mon._units = table.units
+        mon._sink = MemorySink(table.dtype, name=f"EventMonitor on {table.pop_name!r}",
+                               capacity=max(1, table.n_events))
+        mon._sink.append(table.events, table.n_steps)
+        mon._sink.n_dropped = table.n_dropped
         return mon
 
     def __repr__(self):
         where = f", path={self.path!r}" if self.path else ""
         return (f"EventMonitor({self.pop_name!r}, n_events={self.n_events}, "
                 f"n_steps={self.n_steps}{where})")
-
-
-class _AttrsFile:
-    """A stand-in with an ``attrs`` mapping, for _read_header on copied attributes."""
-
-    def __init__(self, attrs):
-        self.attrs = attrs
-
-
-def _read_event_columns(path):
-    with _reading(path, FILE_KINDS["events"]) as f:
-        attrs = dict(f.attrs)
-        missing = [k for k in EVENT_FIELDS if k not in f]
-        if missing:
-            raise FileFormatError(f"{os.fspath(path)} is an evsim events file without the "
-                                  f"dataset(s) {missing}: damaged or written by other software")
-        n = min(len(f[k]) for k in EVENT_FIELDS)
-        n = min(n, int(attrs.get("n_events", n)))
-        cols = {k: f[k][:n] for k in EVENT_FIELDS}
-    return cols, attrs
 
 
 def load_events(path):
@@ -698,7 +503,7 @@ class StateMonitor(_Monitor):
                              f"{variables!r}")
         self.variables = variables
         self._units = _units_array(units)
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        if not _is_count(every) or every < 1:
             raise ValueError(f"every must be an integer >= 1 (record one step in every), "
                              f"got {every!r}")
         self.every = int(every)
@@ -740,29 +545,57 @@ class StateMonitor(_Monitor):
         self._times = np.arange(n_rec, dtype=np.int64) * self.every
 
     def record(self, t0, data):
+        """Store the variables of steps ``t0 .. t0 + Tc - 1`` taken every ``every`` steps.
+
+        ``data[var]`` (Tc, B, N) for each recorded variable, all units.
+        """
         self._need_run()
+        self._check_given(data)
+        chunks = {v: _check_chunk(v, data[v], self.batch, self.n_units, self.pop_name)
+                  for v in self.variables}
+        self._store(t0, chunks, self._units)
+
+    def record_units(self, t0, data):
+        """Store values of the recorded units only: used by the network's compiled loop.
+
+        The same as :meth:`record` on the full arrays, but ``data[var]`` is
+        already restricted to the monitor's ``units`` (in their ascending
+        order): shape (Tc, B, len(units)), one row for every step
+        ``t0 .. t0 + Tc - 1``. The monitor keeps every ``every``-th step itself.
+        """
+        self._need_run("record_units")
+        self._check_given(data)
+        width = self.n_units if self._units is None else self._units.size
+        chunks = {v: _check_chunk(v, data[v], self.batch, width, self.pop_name,
+                                  " (the recorded units only)") for v in self.variables}
+        self._store(t0, chunks, None)
+
+    def _check_given(self, data):
         missing = [v for v in self.variables if v not in data]
         if missing:
             raise ValueError(f"StateMonitor on {self.pop_name!r} records {missing} but the "
                              f"population gave {sorted(k for k in data if k != 'events')}; "
                              f"choose variables from those")
+
+    def _store(self, t0, chunks, columns):
+        """Copy the rows of the recorded steps (of ``columns`` when not None) into ``data``."""
+        steps = {v: arr.shape[0] for v, arr in chunks.items()}
+        if len(set(steps.values())) != 1:
+            raise ValueError(f"StateMonitor on {self.pop_name!r}: the variables cover "
+                             f"different numbers of steps {steps}; give one chunk of steps")
+        tc = steps[self.variables[0]]
         first = self._offset + int(t0)
-        tc = None
-        for v in self.variables:
-            arr = _check_chunk(v, data[v], self.batch, self.n_units, self.pop_name)
-            if tc is None:
-                tc = arr.shape[0]
-                self._seen(t0, tc)
-                self._grow_to(first + tc)
-                skip = (-first) % self.every
-                row0 = (first + skip) // self.every
-                local = np.arange(skip, tc, self.every)
-            if local.size == 0:
-                continue
-            chunk = arr[local] if self._units is None else arr[local][:, :, self._units]
-            self._data[v][row0:row0 + local.size] = chunk
-        if tc is not None and local.size:
-            self._filled = max(self._filled, row0 + local.size)
+        self._seen(t0, tc)
+        self._grow_to(first + tc)
+        skip = (-first) % self.every
+        rows = len(range(skip, tc, self.every))
+        if rows == 0:
+            return
+        row0 = (first + skip) // self.every
+        for v, arr in chunks.items():
+            chunk = arr[skip::self.every]
+            self._data[v][row0:row0 + rows] = chunk if columns is None else chunk[:, :, columns]
+        self._filled = max(self._filled, row0 + rows)
 
     @property
     def data(self):
@@ -793,8 +626,8 @@ class StateMonitor(_Monitor):
 
     @classmethod
     def load(cls, path):
-        with _reading(path, FILE_KINDS["state"]) as f:
-            variables = [_str_attr(v) for v in f.attrs["variables"]]
+        with reading(path, FILE_KINDS["state"]) as f:
+            variables = [str_attr(v) for v in f.attrs["variables"]]
             mon = cls(variables=variables, every=int(f.attrs["every"]))
             mon._read_header(f)
             units = np.asarray(f.attrs["units"], np.int64)
@@ -902,7 +735,7 @@ class ActivityMonitor(_Monitor):
 
     @classmethod
     def load(cls, path):
-        with _reading(path, FILE_KINDS["activity"]) as f:
+        with reading(path, FILE_KINDS["activity"]) as f:
             mon = cls()
             mon._read_header(f)
             mon._counts = f["counts"][:]
@@ -941,7 +774,7 @@ def load(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with h5py.File(path, "r") as f:
-            kind = _str_attr(f.attrs.get("evsim_format"))
+            kind = str_attr(f.attrs.get("evsim_format"))
     except OSError as err:
         raise FileFormatError(f"{path} is not a readable HDF5 file (truncated or foreign?): "
                               f"{err}") from None

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from evsim import monitors
+from evsim.events import EventTable, FileSink
 from evsim.io import FileFormatError
 from evsim.monitors import (
     ActivityMonitor,
@@ -209,7 +210,7 @@ def test_buffer_grows_by_doubling():
     caps = set()
     for t in range(300):
         mon.record(t, {"y": y[t:t + 1]})
-        caps.add(len(mon._buf.arrays["step"]))
+        caps.add(mon._sink.capacity)
     assert len(caps) <= 10  # amortised: few reallocations for ~18000 events
     np.testing.assert_array_equal(mon.to_dense(), y)
 
@@ -244,7 +245,7 @@ def test_stream_round_trip(tmp_path, flush_every):
     y = random_y(T=30, B=3, N=11)
     path = tmp_path / "stream.h5"
     mon = run(EventMonitor(path=path, flush_every=flush_every), y, chunks=6)
-    assert mon._buf.n == 0  # nothing held in memory
+    assert isinstance(mon._sink, FileSink)  # nothing held in memory
     with h5py.File(path, "r") as f:
         assert bool(f.attrs["complete"]) and int(f.attrs["n_events"]) == np.count_nonzero(y)
         assert f["step"].maxshape == (None,) and f["step"].chunks is not None
@@ -342,6 +343,238 @@ def test_stream_with_max_events(tmp_path):
 
 
 # --------------------------------------------------------------------------
+# Event monitor: event columns (record_events, the compiled loop's path)
+
+
+def run_events(mon, y, chunks=1, end=True, index_dtype=np.int64):
+    """Drive a monitor like ``run``, giving each chunk as the event columns of all units."""
+    T, B, N = y.shape
+    mon.start_run("pop", N, B, T, y.dtype, ("y",))
+    bounds = np.linspace(0, T, chunks + 1).astype(int)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        t, unit, batch, value = nonzero_columns(y[a:b])
+        mon.record_events(int(a), t.astype(index_dtype), unit.astype(index_dtype),
+                          batch.astype(index_dtype), value)
+    if end:
+        mon.end_run()
+    return mon
+
+
+def assert_same_events(got, want):
+    for k in ("step", "unit", "batch", "value"):
+        np.testing.assert_array_equal(got.events[k], want.events[k])
+        assert got.events[k].dtype == want.events[k].dtype
+    assert (got.n_events, got.n_dropped, got.n_steps, got.run_starts) == \
+        (want.n_events, want.n_dropped, want.n_steps, want.run_starts)
+    np.testing.assert_array_equal(got.units, want.units)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(30, 3, 11), (7, 1, 9), (1, 4, 8)])
+@pytest.mark.parametrize("p", [0.0, 0.2, 1.0])
+@pytest.mark.parametrize("units", [None, [2, 5, 7]])
+def test_record_events_equals_record(dtype, shape, p, units):
+    y = random_y(*shape, p=p, dtype=dtype)
+    chunks = min(4, shape[0])
+    want = run(EventMonitor(units=units), y, chunks=chunks)
+    got = run_events(EventMonitor(units=units), y, chunks=chunks)
+    assert_same_events(got, want)
+    np.testing.assert_array_equal(got.to_dense(), want.to_dense())
+    np.testing.assert_array_equal(got.counts(), want.counts())
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.uint16, np.int64])
+def test_record_events_index_dtypes_and_value_cast(index_dtype):
+    y = random_y(T=12, B=2, N=6, dtype=np.float64)
+    mon = EventMonitor(units=[0, 3])
+    mon.start_run("pop", 6, 2, 12, "float32", None)
+    t, unit, b, val = nonzero_columns(y)
+    mon.record_events(0, t.astype(index_dtype), unit.astype(index_dtype),
+                      b.astype(index_dtype), val)
+    assert mon.value.dtype == np.float32 and mon.step.dtype == np.int64
+    assert mon.unit.dtype == np.int32 and mon.batch_index.dtype == np.int32
+    np.testing.assert_array_equal(mon.to_dense(), y[:, :, [0, 3]].astype(np.float32))
+
+
+def test_record_events_steps_relative_to_t0_one_call_per_step():
+    y = random_y(T=20, B=3, N=7)
+    want = run(EventMonitor(), y, chunks=20)
+    mon = EventMonitor()
+    mon.start_run("pop", 7, 3, 20, y.dtype, None)
+    for t in range(20):
+        _, unit, b, val = nonzero_columns(y[t:t + 1])
+        mon.record_events(t, np.zeros(unit.size, np.int64), unit, b, val)
+    mon.end_run()
+    assert_same_events(mon, want)
+
+
+def test_record_events_copies_its_input():
+    """The compiled loop may reuse its buffers after the call."""
+    mon = EventMonitor()
+    mon.start_run("pop", 4, 1, 3, "float64", None)
+    step, unit, batch, value = (np.array([0, 1]), np.array([1, 2]), np.zeros(2, np.int32),
+                                np.array([0.5, 1.5]))
+    mon.record_events(0, step, unit, batch, value)
+    for col in (step, unit, value):
+        col[:] = 3
+    np.testing.assert_array_equal(mon.unit, [1, 2])
+    np.testing.assert_array_equal(mon.value, [0.5, 1.5])
+
+
+def test_record_events_cost_does_not_grow_with_the_population():
+    """Only the events are touched: a run of 1e9 units x 1000 samples x 1e6 steps is fine."""
+    N, B, T = 10**9, 1000, 10**6
+    for units in (None, [5, 10**9 - 1]):
+        mon = EventMonitor(units=units)
+        mon.start_run("pop", N, B, T, "float32", None)
+        mon.record_events(T - 10, np.array([0, 0, 9]), np.array([5, 7, N - 1]),
+                          np.array([999, 999, 0]), np.ones(3))
+        mon.end_run()
+        kept = [0, 1, 2] if units is None else [0, 2]
+        np.testing.assert_array_equal(mon.step, np.array([T - 10, T - 10, T - 1])[kept])
+        np.testing.assert_array_equal(mon.unit, np.array([5, 7, N - 1])[kept])
+        if units is not None:
+            assert mon.counts().shape == (B, 2) and mon.counts().sum() == 2
+
+
+@pytest.mark.parametrize("flush_every", [1, 3])
+@pytest.mark.parametrize("units", [None, [1, 4, 6]])
+def test_record_events_streams_to_file(tmp_path, flush_every, units):
+    y = random_y(T=30, B=3, N=11)
+    want = run(EventMonitor(units=units, path=tmp_path / "a.h5", flush_every=flush_every), y,
+               chunks=6)
+    got = run_events(EventMonitor(units=units, path=tmp_path / "b.h5",
+                                  flush_every=flush_every), y, chunks=6)
+    assert isinstance(got._sink, FileSink)
+    assert_same_events(got, want)
+    assert_same_events(load_events(tmp_path / "b.h5"), load_events(tmp_path / "a.h5"))
+    with h5py.File(tmp_path / "a.h5", "r") as fa, h5py.File(tmp_path / "b.h5", "r") as fb:
+        assert sorted(fa.attrs) == sorted(fb.attrs) and bool(fb.attrs["complete"])
+        assert int(fb.attrs["n_events"]) == want.n_events
+
+
+def test_record_events_stream_readable_mid_run(tmp_path):
+    y = random_y(T=30, B=3, N=11)
+    path = tmp_path / "live.h5"
+    mon = run_events(EventMonitor(path=path), y[:20], end=False)
+    copy = tmp_path / "copy.h5"
+    shutil.copy(path, copy)
+    with pytest.warns(RuntimeWarning, match="did not finish"):
+        back = load_events(copy)
+    np.testing.assert_array_equal(back.to_dense(), y[:20])
+    mon.end_run()
+
+
+def test_record_events_append_after_record():
+    y1, y2 = random_y(T=10, seed=1), random_y(T=7, seed=2)
+    mon = EventMonitor(append=True)
+    run(mon, y1)
+    run_events(mon, y2, chunks=3)
+    np.testing.assert_array_equal(mon.to_dense(), np.concatenate([y1, y2]))
+    assert mon.run_starts == [0, 10] and mon.n_steps == 17
+
+
+@pytest.mark.parametrize("units", [None, [0, 3, 8]])
+def test_record_events_overflow_warns_like_record(units):
+    y = random_y(T=40, B=2, N=10, p=0.3)
+    with pytest.warns(RuntimeWarning, match="max_events=20"):
+        want = run(EventMonitor(units=units, max_events=20), y, chunks=5)
+    with pytest.warns(RuntimeWarning, match="max_events=20") as caught:
+        got = run_events(EventMonitor(units=units, max_events=20), y, chunks=5)
+    assert len(caught) == 1  # warned once
+    assert caught[0].filename == __file__  # pointed at the caller of record_events
+    assert got.n_events == 20 and got.n_dropped > 0
+    assert_same_events(got, want)
+
+
+def test_record_events_overflow_raise_keeps_data(tmp_path):
+    y = random_y(T=40, B=2, N=10, p=0.3)
+    for path in (None, tmp_path / "cap.h5"):
+        mon = EventMonitor(max_events=30, on_overflow="raise", path=path, flush_every=5)
+        mon.start_run("pop", 10, 2, 40, "float64", None)
+        with pytest.raises(MonitorOverflowError, match="max_events=30"):
+            for t in range(40):
+                _, unit, b, val = nonzero_columns(y[t:t + 1])
+                mon.record_events(t, np.zeros(unit.size, np.int64), unit, b, val)
+        assert mon.n_events == 30
+        np.testing.assert_array_equal(mon.value, nonzero_columns(y)[3][:30])
+        mon.end_run()
+        if path is not None:
+            assert load_events(path).n_events == 30
+
+
+GOOD = dict(step=np.array([0, 0, 1]), unit=np.array([1, 2, 0]), batch=np.array([0, 0, 1]),
+            value=np.array([1.0, 2.0, 3.0]))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(t0=-1), "t0 must be an integer"),
+    (dict(t0=1.0), "t0 must be an integer"),
+    (dict(step=np.zeros((3, 1), np.int64)), "step must be a 1-D array"),
+    (dict(unit=np.array([1, 2])), "unit has 2 entries but step has 3"),
+    (dict(step=np.array([0.0, 0.0, 1.0])), "step must be an array of integers"),
+    (dict(batch=np.array([0, 0, 1], np.float32)), "batch must be an array of integers"),
+    (dict(value=np.array(["a", "b", "c"])), "value must be an array of real numbers"),
+    (dict(unit=np.array([1, 2, 4])), r"unit must hold population indices 0..3, got .* 4"),
+    (dict(unit=np.array([-1, 2, 3])), r"unit must hold population indices 0..3, got .*-1"),
+    (dict(batch=np.array([0, 0, 2])), r"batch must hold sample indices 0..1"),
+    (dict(step=np.array([0, 0, 5])), r"step must hold steps >= 0 with t0 \+ step in the "
+                                     r"run's steps 0..5 \(t0 = 1\)"),
+    (dict(step=np.array([-1, 0, 1])), "step must hold steps >= 0"),
+    (dict(step=np.array([1, 1, 0])), r"ordered by step.*event 2 \(step 0, sample 1, unit 0\) "
+                                     r"follows \(step 1, sample 0, unit 2\)"),
+    (dict(batch=np.array([1, 0, 1])), "ordered by step, then sample"),
+    (dict(unit=np.array([2, 1, 0])), "ordered by step, then sample, then unit"),
+    (dict(unit=np.array([1, 1, 0])), "each once"),
+])
+def test_record_events_bad_input(change, match):
+    mon = EventMonitor("pop", units=[0, 2])
+    mon.start_run("pop", 4, 2, 6, "float64", None)
+    args = dict(GOOD, t0=1, **change) if "t0" not in change else dict(GOOD, **change)
+    with pytest.raises(ValueError, match=match) as err:
+        mon.record_events(args["t0"], args["step"], args["unit"], args["batch"], args["value"])
+    assert "record_events on 'pop'" in str(err.value)
+    assert mon.n_events == 0  # nothing recorded
+    mon.record_events(1, **GOOD)  # the same call with good columns is accepted
+    np.testing.assert_array_equal(mon.step, [1, 2])
+    np.testing.assert_array_equal(mon.unit, [2, 0])
+
+
+def test_record_events_empty_and_before_start():
+    mon = EventMonitor()
+    with pytest.raises(RuntimeError, match=r"record_events\(\) called before start_run"):
+        mon.record_events(0, [], [], [], [])
+    mon.start_run("pop", 3, 2, 4, "float32", None)
+    empty = np.empty(0, np.int64)
+    mon.record_events(0, empty, empty, empty, np.empty(0))
+    mon.end_run()
+    assert mon.n_events == 0 and mon.to_dense().shape == (4, 2, 3)
+
+
+# --------------------------------------------------------------------------
+# The event table behind the monitor
+
+
+def test_event_table_is_the_monitors_queries(tmp_path):
+    y = random_y(T=20, B=2, N=7).astype(np.float32)
+    mon = run(EventMonitor(units=[1, 4, 6], dt=0.25), y)
+    table = mon.table
+    assert isinstance(table, EventTable) and table.batch == 2 and table.n_units == 7
+    np.testing.assert_array_equal(table.to_dense(), y[:, :, [1, 4, 6]])
+    np.testing.assert_allclose(table.rates(), mon.rates())
+    table.save(tmp_path / "t.h5")
+    back = EventTable.load(tmp_path / "t.h5")
+    assert_same_events(back, mon)
+    assert back.dt == 0.25 and back.pop_name == "pop"
+    assert_same_events(load_events(tmp_path / "t.h5"), mon)
+    assert EventTable().n_events == 0
+    with pytest.raises(RuntimeError, match="not recorded a run"):
+        EventTable().counts()
+    with pytest.raises(ValueError, match="one length"):
+        EventTable(dict(step=[0], unit=[0, 1], batch=[0], value=[1.0]))
+
+
+# --------------------------------------------------------------------------
 # Foreign and damaged files
 
 
@@ -422,6 +655,56 @@ def test_state_unit_subset_and_append():
     both = np.concatenate([v1, v2])
     np.testing.assert_array_equal(mon.times, np.arange(0, 16, 2))
     np.testing.assert_array_equal(mon.data["v"], both[::2][:, :, [0, 4]])
+
+
+@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("chunks", [1, 5, 23])
+@pytest.mark.parametrize("units", [None, [0, 4], [5]])
+def test_state_record_units_equals_record(every, chunks, units):
+    rng = np.random.default_rng(4)
+    T, B, N = 23, 3, 6
+    v, h = rng.normal(size=(2, T, B, N))
+    want = run(StateMonitor(variables=["v", "h"], units=units, every=every),
+               random_y(T, B, N), chunks=chunks, extra={"v": v, "h": h})
+    got = StateMonitor(variables=["v", "h"], units=units, every=every)
+    got.start_run("pop", N, B, T, "float64", ("y", "v", "h"))
+    cols = got.units
+    bounds = np.linspace(0, T, chunks + 1).astype(int)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        got.record_units(int(a), {"v": v[a:b][:, :, cols], "h": h[a:b][:, :, cols]})
+    got.end_run()
+    np.testing.assert_array_equal(got.times, want.times)
+    for var in ("v", "h"):
+        np.testing.assert_array_equal(got.data[var], want.data[var])
+    assert got.n_steps == want.n_steps
+
+
+def test_state_record_units_append_and_checks():
+    rng = np.random.default_rng(5)
+    v1, v2 = rng.normal(size=(10, 2, 5)), rng.normal(size=(6, 2, 5))
+    mon = StateMonitor("pop", variables="v", units=[1, 3], every=4, append=True)
+    with pytest.raises(RuntimeError, match=r"record_units\(\) called before start_run"):
+        mon.record_units(0, {"v": v1[:, :, [1, 3]]})
+    mon.start_run("pop", 5, 2, 10, "float64", ("v",))
+    with pytest.raises(ValueError, match=r"shape \(steps, 2, 2\) \(the recorded units only\)"):
+        mon.record_units(0, {"v": v1})
+    with pytest.raises(ValueError, match=r"records \['v'\]"):
+        mon.record_units(0, {"h": v1[:, :, [1, 3]]})
+    for t in range(10):  # step by step, as a compiled loop may
+        mon.record_units(t, {"v": v1[t:t + 1][:, :, [1, 3]]})
+    mon.end_run()
+    mon.start_run("pop", 5, 2, 6, "float64", ("v",))
+    mon.record_units(0, {"v": v2[:, :, [1, 3]]})
+    mon.end_run()
+    np.testing.assert_array_equal(mon.times, [0, 4, 8, 12])
+    np.testing.assert_array_equal(mon.data["v"], np.concatenate([v1, v2])[::4][:, :, [1, 3]])
+
+
+def test_state_variables_of_different_lengths():
+    mon = StateMonitor("pop", variables=["v", "h"])
+    mon.start_run("pop", 3, 1, 5, "float64", None)
+    with pytest.raises(ValueError, match="different numbers of steps"):
+        mon.record(0, {"v": np.zeros((5, 1, 3)), "h": np.zeros((4, 1, 3))})
 
 
 def test_state_unknown_variable_keeps_data():
