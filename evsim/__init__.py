@@ -8,7 +8,7 @@ Everything a user needs is importable from here:
 * training (:mod:`evsim.training`), data sets (:mod:`evsim.data`), plots (:mod:`evsim.plot`).
 """
 
-from evsim import data, models, training  # submodules users reach as evsim.X
+from evsim import connectivity, data, models, training  # submodules users reach as evsim.X
 from evsim._version import __version__
 from evsim.functional import (
     egru_backward,
@@ -37,6 +37,15 @@ from evsim.populations import (
     SpikeInput,
 )
 from evsim.projections import Projection
+from evsim.receptors import Conductance, Current
+from evsim.connectivity import (
+    AllToAll,
+    FixedInDegree,
+    FixedOutDegree,
+    FixedProbability,
+    FromList,
+    OneToOne,
+)
 from evsim.training import Trainer
 
 __all__ = [
@@ -50,6 +59,15 @@ __all__ = [
     "ForwardPass",
     "RunResult",
     "Projection",
+    "Current",
+    "Conductance",
+    "FixedProbability",
+    "FixedInDegree",
+    "FixedOutDegree",
+    "OneToOne",
+    "AllToAll",
+    "FromList",
+    "connectivity",
     "Population",
     "EGRU",
     "GRU",

@@ -75,6 +75,15 @@ GRAD_SOURCE_DENSE_SWITCH = 0.1
 # CUDA kernels
 THREADS_PER_BLOCK = 256
 
+# --------------------------------------------------------------------------
+# Compiled network loop (evsim.network.compiled)
+
+#: Steps per call of the compiled loop; between calls the chunk's events and
+#: probed values go to the monitors, so memory is bounded by one chunk.
+LOOP_CHUNK_STEPS = 2000
+#: Upper bound on probed state values (steps x samples x probes) held per chunk.
+LOOP_PROBE_VALUES = 4_000_000
+
 _DEFAULTS = {k: v for k, v in dict(globals()).items() if k.isupper()}
 
 

@@ -13,7 +13,7 @@ connected ``x -> rnn -> out``. These are the default names of
 
 import numpy as np
 
-__all__ = ["MODELS", "language_model", "regressor", "rnn_name", "sequence_classifier"]
+__all__ = ["MODELS", "cuba", "language_model", "regressor", "rnn_name", "sequence_classifier"]
 
 MODELS = ("egru", "gru")
 
@@ -134,3 +134,40 @@ def language_model(vocab, embed, hidden, model="egru", seed=0, dtype="float32",
     hidden = _check_size("hidden", hidden)
     return _build(Embedding("x", vocab=vocab, size=embed), model, hidden, vocab, seed, dtype,
                   backend, None, egru_options)
+
+
+def cuba(scale=1, seed=0, dtype="float32", n_exc=3200, n_inh=800, p=0.02):
+    """The CUBA network of Vogels & Abbott (2005), as in Brian2's example.
+
+    ``n_exc`` excitatory and ``n_inh`` inhibitory LIF cells (times ``scale``;
+    the connection probability is divided by ``scale`` so that each cell keeps
+    about 80 inputs), ``tau_mem`` 20 ms, rest potential -49 mV above the
+    threshold -50 mV, reset -60 mV, refractory period 5 ms, exponential
+    synaptic currents (excitatory 5 ms, inhibitory 10 ms) with weights 1.62 mV
+    and -9 mV, connection probability 0.02 for every ordered pair including
+    each cell onto itself, initial v uniform in [-60, -50) mV, dt 0.1 ms.
+    Populations ``"E"`` and ``"I"``; projections ``E->E``, ``E->I`` (receptor
+    "exc") and ``I->E:inh``, ``I->I:inh`` (receptor "inh"), each with a delay of
+    one step (a spike moves its targets from the next step on, as in Brian2
+    with no synaptic delay).
+
+    Run it with ``net.run(steps=10_000)`` for one second of simulated time.
+    """
+    from evsim.connectivity import FixedProbability
+    from evsim.network import Network
+    from evsim.populations import LIF
+    from evsim.receptors import Current
+
+    scale = _check_size("scale", scale)
+    net = Network(seed=seed, dtype=dtype, dt=0.1)
+    cells = dict(tau_mem=20.0, v_rest=-49.0, v_th=-50.0, v_reset=-60.0, refractory=5.0,
+                 receptors={"exc": Current(5.0), "inh": Current(10.0)},
+                 v_init=("uniform", -60.0, -50.0))
+    net.add(LIF("E", n_exc * scale, **cells))
+    net.add(LIF("I", n_inh * scale, **cells))
+    rule = FixedProbability(p / scale, allow_self=True)
+    for src, w, rec in (("E", 60 * 0.27 / 10, "exc"), ("I", -20 * 4.5 / 10, "inh")):
+        for tgt in ("E", "I"):
+            net.connect(src, tgt, rule=rule, weight=w, receptor=rec, delay=1)
+    return net
+

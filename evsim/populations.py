@@ -29,6 +29,8 @@ import numpy as np
 from evsim import _validate as check
 from evsim import config
 from evsim.kernels import cpu_events as kev
+from evsim.kernels import lif as klif
+from evsim.receptors import Conductance, Current, receptor_from_config
 
 __all__ = ["Population", "EGRU", "GRU", "LIF", "Readout", "DenseInput", "SpikeInput",
            "PoissonInput", "Embedding"]
@@ -87,7 +89,9 @@ class Population:
     def _init_params(self, rng, dtype):
         """Create ``self.params`` from the init stream ``rng``."""
 
-    def _initial_state(self, B, dtype):
+    def _initial_state(self, B, dtype, rng=None):
+        """Initial state for a batch of B; ``rng``: the run-time stream, for
+        random initial values."""
         return {}
 
     def _backward_mask(self, run):
@@ -174,7 +178,7 @@ class EGRU(Population):
             lo, hi = config.THRESHOLD_RANGE
             self.params["thr"] = np.ascontiguousarray(np.clip(thr, lo, hi), dtype)
 
-    def _initial_state(self, B, dtype):
+    def _initial_state(self, B, dtype, rng=None):
         return {"h": np.zeros((B, self.size), dtype), "y": np.zeros((B, self.size), dtype)}
 
     def _call(self, drive, state, training, backend, lengths, rng):
@@ -271,78 +275,231 @@ class GRU(EGRU):
 
 
 class LIF(Population):
-    """Leaky integrate-and-fire units with reset and a surrogate gradient.
+    """Leaky integrate-and-fire units with receptors, a rest potential, an
+    absolute refractory period and a surrogate gradient.
 
-    ``i_t = a_syn i_{t-1} + x_t``, ``u_t = a_mem v_{t-1} + (1 - a_mem) i_t``,
-    spike ``s_t = [u_t > v_th]``, reset ``v_t = (1 - s_t) u_t + s_t v_reset``,
-    with ``a = exp(-dt / tau)`` (``tau_syn = 0``: no synaptic filter, i = x).
-    The spike's pseudo-derivative is the EGRU's triangle
-    ``damp * max(0, 1 - support |u - v_th|)``. Output: spikes (0/1).
-    No parameters of its own (weights are on projections). Variables: ``y``
-    (spikes), ``v`` (membrane after reset), ``u`` (before reset), ``i``.
+    ``tau_mem dv/dt = -(v - v_rest) + sum of receptor currents`` (and
+    conductances ``g_k (e_k - v)``); a unit spikes when ``v > v_th`` (strict),
+    then ``v = v_reset`` and it is held there for ``refractory`` ms. The
+    linear dynamics are integrated exactly over each step of ``dt`` (the
+    network's); with a conductance receptor, by exponential Euler. The maths
+    and the order of a step: :mod:`evsim.kernels.lif`.
+
+    Parameters
+    ----------
+    name, size : name and number of units.
+    tau_mem : membrane time constant (ms).
+    tau_syn : time constant of the default receptor ``"syn"`` (a current;
+        0: a step current) when ``receptors`` is not given.
+    v_th, v_reset, v_rest : threshold, reset and rest (leak reversal) potential.
+        ``v_rest`` may lie above ``v_th`` (a tonically firing unit).
+    refractory : absolute refractory period (ms), a multiple of ``dt``.
+    receptors : dict name -> :class:`evsim.Current` or :class:`evsim.Conductance`,
+        e.g. ``{"exc": Current(5.0), "inh": Current(10.0)}``. Projections onto
+        the population name one (the first is the default).
+    v_init : initial membrane potential: a number, an array (size,), or a
+        distribution drawn at the start of each run from the population's
+        random stream: ``("uniform", low, high)`` or ``("normal", mean, std)``.
+        Default ``v_rest``.
+    damp, support : the surrogate gradient ``damp * max(0, 1 - support |u - v_th|)``
+        (u: the membrane before the reset), as the EGRU's.
+
+    Output: spikes (1.0). Variables for monitors: ``y``, ``v`` and one per
+    receptor (its value after the step). No parameters of its own: weights are
+    on projections. Training (BPTT) supports current receptors.
     """
 
-    variables = ("y", "v", "u", "i")
     emits_events = True
 
-    def __init__(self, name, size, tau_mem=20.0, tau_syn=5.0, v_th=1.0, v_reset=0.0,
-                 damp=None, support=None):
+    def __init__(self, name, size, tau_mem=20.0, tau_syn=None, v_th=1.0, v_reset=0.0,
+                 v_rest=0.0, refractory=0.0, receptors=None, v_init=None, damp=None,
+                 support=None):
         super().__init__(name, size)
         self.tau_mem = check.positive(f"{name}: tau_mem", tau_mem)
-        self.tau_syn = check.positive(f"{name}: tau_syn", tau_syn, allow_zero=True)
-        self.v_th = float(v_th)
-        self.v_reset = float(v_reset)
+        self.v_th = _finite(f"{name}: v_th", v_th)
+        self.v_reset = _finite(f"{name}: v_reset", v_reset)
+        self.v_rest = _finite(f"{name}: v_rest", v_rest)
         if not self.v_reset < self.v_th:
             raise ValueError(f"{name}: v_reset ({v_reset}) must be below v_th ({v_th})")
+        self.refractory = check.positive(f"{name}: refractory", refractory, allow_zero=True)
+        if receptors is not None and tau_syn is not None:
+            raise ValueError(f"{name}: give either tau_syn (one receptor 'syn') or receptors, "
+                             f"not both")
+        if receptors is None:
+            receptors = {"syn": Current(5.0 if tau_syn is None else tau_syn)}
+        if not isinstance(receptors, dict) or not receptors:
+            raise ValueError(f"{name}: receptors must be a non-empty dict name -> "
+                             f"evsim.Current(tau) or evsim.Conductance(tau, e_rev), got "
+                             f"{receptors!r}")
+        self.receptors = {}
+        for key, rec in receptors.items():
+            if not isinstance(key, str) or not key.isidentifier() or key in ("y", "v"):
+                raise ValueError(f"{name}: receptor names must be identifiers other than "
+                                 f"'y' and 'v', got {key!r}")
+            try:
+                self.receptors[key] = receptor_from_config(rec)
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{name}: receptor {key!r}: {err}") from None
+        self.v_init = _check_init(name, v_init, self.size)
         self.damp = config.DAMP if damp is None else check.positive(f"{name}: damp", damp,
                                                                     allow_zero=True)
         self.support = config.SUPPORT if support is None else check.positive(
             f"{name}: support", support)
-        self._kwargs.update(tau_mem=self.tau_mem, tau_syn=self.tau_syn, v_th=self.v_th,
-                            v_reset=self.v_reset, damp=self.damp, support=self.support)
+        self.variables = ("y", "v") + tuple(self.receptors)
+        self._kwargs.update(
+            tau_mem=self.tau_mem, v_th=self.v_th, v_reset=self.v_reset, v_rest=self.v_rest,
+            refractory=self.refractory, damp=self.damp, support=self.support,
+            receptors={k: r.config() for k, r in self.receptors.items()},
+            v_init=(self.v_init.tolist() if isinstance(self.v_init, np.ndarray)
+                    else self.v_init))
         self.dt = 1.0
 
-    def _decays(self):
-        return kev.decay(self.tau_mem, self.dt), kev.decay(self.tau_syn, self.dt)
+    # -- receptors and constants --------------------------------------------
+    @property
+    def in_size(self):
+        return len(self.receptors) * self.size
 
-    def _initial_state(self, B, dtype):
-        return {"v": np.zeros((B, self.size), dtype), "i": np.zeros((B, self.size), dtype)}
+    def receptor_columns(self, receptor=None):
+        """Columns of the input drive that feed ``receptor`` (default: the first)."""
+        names = list(self.receptors)
+        if receptor is None:
+            receptor = names[0]
+        if receptor not in self.receptors:
+            raise ValueError(f"population {self.name!r} has no receptor {receptor!r}; it has "
+                             f"{names}")
+        k = names.index(receptor)
+        return slice(k * self.size, (k + 1) * self.size)
 
+    @property
+    def n_refractory(self):
+        """Refractory period in steps of the network's dt."""
+        return _steps(self.name, self.refractory, self.dt)
+
+    @property
+    def conductance_based(self):
+        return any(isinstance(r, Conductance) for r in self.receptors.values())
+
+    def constants(self):
+        """(a_m, kinds, a, c, e_rev, conductance) for the kernels at this dt."""
+        return klif.constants(self.tau_mem, [r.spec() for r in self.receptors.values()],
+                              self.dt)
+
+    def _init_params(self, rng, dtype):
+        self.n_refractory  # noqa: B018 - checks the period against the network's dt
+
+    def _initial_state(self, B, dtype, rng=None):
+        N = self.size
+        init = self.v_init
+        if init is None:
+            v = np.full((B, N), self.v_rest, dtype)
+        elif isinstance(init, tuple):
+            kind, p1, p2 = init
+            gen = rng if rng is not None else np.random.default_rng(0)
+            draw = gen.uniform(p1, p2, (B, N)) if kind == "uniform" else gen.normal(p1, p2, (B, N))
+            v = np.ascontiguousarray(draw, dtype)
+        else:
+            v = np.ascontiguousarray(np.broadcast_to(init, (B, N)), dtype)
+        return {"v": v, "I": np.zeros((B, self.in_size), dtype),
+                "r": np.zeros((B, N), np.int64)}
+
+    # -- runs ---------------------------------------------------------------
     def _run(self, drive, state, lengths):
-        T, B, N = drive.shape
-        a_m, a_s = self._decays()
-        s, u, v, cur = (np.zeros((T, B, N), drive.dtype) for _ in range(4))
-        v_last = np.empty((B, N), drive.dtype)
-        i_last = np.empty((B, N), drive.dtype)
-        n = kev.lif_forward(drive, a_m, a_s, self.v_th, self.v_reset, state["v"], state["i"],
-                            lengths, s, u, v, cur, v_last, i_last)
-        return s, u, v, cur, {"v": v_last, "i": i_last}, int(n)
+        T, B, _ = drive.shape
+        N = self.size
+        a_m, kinds, a, c, e_rev, cond = self.constants()
+        dt_ = drive.dtype
+        s, u, v = (np.empty((T, B, N), dt_) for _ in range(3))
+        I_seq = np.empty((T, B, self.in_size), dt_)
+        held = np.empty((T, B, N), np.uint8)
+        last = {"v": np.empty((B, N), dt_), "I": np.empty((B, self.in_size), dt_),
+                "r": np.empty((B, N), np.int64)}
+        n = klif.lif_forward(drive, kinds, a.astype(dt_), c.astype(dt_), e_rev.astype(dt_),
+                             cond, a_m, self.dt / self.tau_mem, self.v_rest, self.v_th,
+                             self.v_reset, self.n_refractory, state["v"], state["I"],
+                             state["r"], lengths, s, u, v, I_seq, held, last["v"], last["I"],
+                             last["r"])
+        return s, u, v, I_seq, held, last, int(n)
+
+    def _variables(self, s, v, I_seq):
+        out = {"y": s, "v": v}
+        for k, name in enumerate(self.receptors):
+            out[name] = I_seq[..., k * self.size:(k + 1) * self.size]
+        return out
 
     def _forward(self, drive, state, training, backend, lengths, rng):
-        s, u, v, cur, last, n = self._run(drive, state, lengths)
+        s, u, v, I_seq, held, last, n = self._run(drive, state, lengths)
         steps = int(lengths.sum()) * self.size
         stats = dict(events=n, activity=n / max(steps, 1), fwd_macs=0, fwd_macs_dense=0)
-        return PopRun(y=s, state=last, saved=(s, u, lengths), stats=stats,
-                      variables=lambda: {"y": s, "v": v, "u": u, "i": cur})
+        return PopRun(y=s, state=last, saved=(s, u, held, lengths), stats=stats,
+                      variables=lambda: self._variables(s, v, I_seq))
 
     def _step(self, drive_t, state, alive, training, backend, rng):
-        s, u, v, cur, last, n = self._run(drive_t[None], state, alive.astype(np.int64))
-        return s[0], last, {"y": s[0], "v": v[0], "u": u[0], "i": cur[0]}, {
-            "events": n, "fwd_macs": 0, "fwd_macs_dense": 0}
+        s, u, v, I_seq, held, last, n = self._run(drive_t[None], state, alive.astype(np.int64))
+        # samples past their length ran 0 steps: their state passes through
+        var = {k: x[0] for k, x in self._variables(s, v, I_seq).items()}
+        return s[0], last, var, {"events": n, "fwd_macs": 0, "fwd_macs_dense": 0}
 
     def _backward_mask(self, run):
-        u = run.saved[1]
-        return np.abs(u - self.v_th) * self.support < 1.0
+        s, u, held, _ = run.saved
+        return (np.abs(u - self.v_th) * self.support < 1.0) & (held == 0)
 
     def _backward(self, run, dy, extra):
-        s, u, lengths = run.saved
+        if self.conductance_based:
+            raise NotImplementedError(
+                f"{self.name}: back-propagation through conductance receptors is not "
+                f"implemented; train with current receptors (evsim.Current)")
+        s, u, held, lengths = run.saved
         T, B, N = s.shape
-        a_m, a_s = self._decays()
-        dx = np.zeros_like(s)
-        zeros = np.zeros((B, N), s.dtype)
-        kev.lif_backward(dy, s, u, a_m, a_s, self.v_th, self.v_reset, self.damp, self.support,
-                         lengths, zeros, zeros, dx, np.empty_like(zeros), np.empty_like(zeros))
+        a_m, kinds, a, c, _, _ = self.constants()
+        dx = np.empty((T, B, self.in_size), s.dtype)
+        dv0 = np.empty((B, N), s.dtype)
+        dI0 = np.empty((B, self.in_size), s.dtype)
+        klif.lif_backward(dy, s, u, held, kinds, a.astype(s.dtype), c.astype(s.dtype), a_m,
+                          self.v_th, self.v_reset, self.damp, self.support, lengths, dx, dv0,
+                          dI0)
         return dx, {}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+
+
+def _finite(name, value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _steps(name, duration, dt):
+    """A duration (ms) as a whole number of steps of dt, or a clear error."""
+    n = round(duration / dt)
+    if abs(n * dt - duration) > 1e-6 * max(dt, duration):
+        raise ValueError(f"{name}: refractory ({duration} ms) must be a multiple of the "
+                         f"network's dt ({dt} ms)")
+    return int(n)
+
+
+def _check_init(name, v_init, size):
+    """v_init: None, a number, an array (size,), or ("uniform"|"normal", a, b)."""
+    if v_init is None:
+        return None
+    if isinstance(v_init, (tuple, list)) and v_init and isinstance(v_init[0], str):
+        if len(v_init) != 3 or v_init[0] not in ("uniform", "normal"):
+            raise ValueError(f"{name}: v_init must be ('uniform', low, high) or "
+                             f"('normal', mean, std), got {v_init!r}")
+        kind, p1, p2 = v_init[0], _finite(f"{name}: v_init", v_init[1]), _finite(
+            f"{name}: v_init", v_init[2])
+        if (kind == "uniform" and p2 < p1) or (kind == "normal" and p2 < 0):
+            raise ValueError(f"{name}: v_init {v_init!r}: need low <= high (uniform) or "
+                             f"std >= 0 (normal)")
+        return (kind, p1, p2)
+    arr = np.asarray(v_init, float)
+    if arr.ndim == 0:
+        return _finite(f"{name}: v_init", arr)
+    if arr.shape != (size,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: v_init must be a number, {size} finite values or a "
+                         f"distribution, got shape {arr.shape}")
+    return arr
 
 
 # --------------------------------------------------------------------------
@@ -362,7 +519,7 @@ class Readout(Population):
     def _init_params(self, rng, dtype):
         self.params = {"b": np.zeros(self.size, dtype)}
 
-    def _initial_state(self, B, dtype):
+    def _initial_state(self, B, dtype, rng=None):
         return {"out": np.zeros((B, self.size), dtype)}
 
     def _forward(self, drive, state, training, backend, lengths, rng):

@@ -17,6 +17,21 @@ source gradient ``dsrc = dout W^T`` only for the source's backward-active
 units (EGRU: fired or inside the surrogate band; LIF: inside the band): the
 network passes a mask, and the multiply-adds counted are those done.
 
+Spiking targets (:class:`~evsim.populations.LIF`) have named receptors: a
+projection feeds one (``receptor=``, default the first), so W is (N, target
+size) and fills that receptor's columns of the target's drive. Several
+projections may join the same pair (one per receptor, or named with ``name=``),
+and a population may project onto itself (with a delay of at least one step).
+
+Connectivity rules (:mod:`evsim.connectivity`, ``rule=``) give sparse
+projections any structure: fixed probability, fixed in-degree, one-to-one,
+all-to-all or explicit lists. Weights are then per synapse: a number (the same
+for all), an array (nnz,), or drawn by ``init``.
+
+Delays (``delay=``, in steps): a source's output of step t reaches the target
+at step t + delay; one number for the projection, or (sparse) one per synapse.
+Default 0, and 1 for a projection onto the source population itself.
+
 Initialisers (``init``): ``"uniform"`` (default, ``U(-k, k)`` with
 ``k = scale / sqrt(fan_in)``, fan_in = N for dense and ``p N`` for sparse:
 the ``torch.nn.Linear`` rule), ``"normal"`` (std k), ``"zeros"``; or pass
@@ -29,6 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from evsim import config
+from evsim.connectivity import Rule
 from evsim.kernels import cpu_events as kev
 
 __all__ = ["Projection"]
@@ -41,39 +57,63 @@ class Projection:
 
     Parameters: ``W`` - the (N, M) dense matrix, or for kind="sparse" the
     values of the CSR matrix (nnz,) (its structure: ``indptr``, ``indices``).
+    ``delay``: the delay in steps (a number, or an int64 array (nnz,) of
+    per-synapse delays), readable and writable.
     """
 
     def __init__(self, source, target, kind="dense", p=None, init="uniform", scale=1.0,
-                 seed=None):
+                 seed=None, rule=None, receptor=None, delay=None, name=None):
+        where = f"connect({source.name!r}, {target.name!r})"
+        if rule is not None:
+            if not isinstance(rule, Rule):
+                raise TypeError(f"{where}: rule must be an evsim.connectivity rule (e.g. "
+                                f"FixedProbability(0.02)), got {type(rule).__name__}")
+            if p is not None:
+                raise ValueError(f"{where}: give either rule or p, not both")
+            kind = "sparse"
         if kind not in ("dense", "sparse"):
-            raise ValueError(f"connect {source.name!r} -> {target.name!r}: kind must be "
-                             f"'dense' or 'sparse', got {kind!r}")
+            raise ValueError(f"{where}: kind must be 'dense' or 'sparse', got {kind!r}")
         if init not in INITS:
-            raise ValueError(f"connect {source.name!r} -> {target.name!r}: init must be one "
-                             f"of {INITS}, got {init!r}")
-        if kind == "sparse":
+            raise ValueError(f"{where}: init must be one of {INITS}, got {init!r}")
+        if kind == "sparse" and rule is None:
             p = 0.1 if p is None else float(p)
             if not 0 < p <= 1:
-                raise ValueError(f"connect {source.name!r} -> {target.name!r}: connection "
-                                 f"probability p must be in (0, 1], got {p}")
+                raise ValueError(f"{where}: connection probability p must be in (0, 1], "
+                                 f"got {p}")
         elif p is not None:
-            raise ValueError(f"connect {source.name!r} -> {target.name!r}: p is for "
-                             f"kind='sparse' only")
+            raise ValueError(f"{where}: p is for kind='sparse' only")
+        self.scale = float(scale)
+        if not np.isfinite(self.scale):
+            raise ValueError(f"{where}: scale must be finite, got {scale}")
+        if hasattr(target, "receptor_columns"):
+            self.columns = target.receptor_columns(receptor)
+            self.receptor = receptor if receptor is not None else next(iter(target.receptors))
+        elif receptor is not None:
+            raise ValueError(f"{where}: receptor={receptor!r}, but {type(target).__name__} "
+                             f"populations have no receptors")
+        else:
+            self.columns = slice(0, target.in_size)
+            self.receptor = None
         self.source = source
         self.target = target
-        self.name = f"{source.name}->{target.name}"
+        self.name = name if name is not None else f"{source.name}->{target.name}"
         self.kind = kind
         self.p = p
+        self.rule = rule
         self.init = init
-        self.scale = float(scale)
         self.seed = seed
-        self.shape = (source.size, target.in_size)
+        self.shape = (source.size, self.columns.stop - self.columns.start)
         self.params = {}
         self.indptr = self.indices = None
+        self._delay_arg = delay
+        self._delay = 0
 
     def config(self):
         return dict(source=self.source.name, target=self.target.name, kind=self.kind,
-                    p=self.p, init=self.init, scale=self.scale, seed=self.seed)
+                    p=self.p, init=self.init, scale=self.scale, seed=self.seed,
+                    name=self.name, receptor=self.receptor,
+                    rule=None if self.rule is None else self.rule.config(),
+                    delay=self._delay if np.isscalar(self._delay) else "per-synapse")
 
     def __repr__(self):
         return f"Projection({self.name!r}, kind={self.kind!r}, shape={self.shape})"
@@ -82,20 +122,98 @@ class Projection:
     def event_driven(self):
         return self.source.emits_events or self.kind == "sparse"
 
+    # -- delays -------------------------------------------------------------
+    @property
+    def delay(self):
+        """Delay in steps: an int, or an int64 array (nnz,) per synapse (live)."""
+        return self._delay
+
+    @delay.setter
+    def delay(self, value):
+        self._delay = self._check_delay(value)
+
+    def _check_delay(self, value):
+        where = f"delay of {self.name!r}"
+        least = 1 if self.source is self.target else 0
+        why = " (a projection onto its own population needs >= 1)" if least else ""
+        if value is None:
+            return least
+        arr = np.asarray(value)
+        if arr.ndim == 0:
+            if not np.issubdtype(arr.dtype, np.integer) or int(arr) < least:
+                raise ValueError(f"{where} must be an integer number of steps >= {least}"
+                                 f"{why}, got {value!r}")
+            return int(arr)
+        if self.kind != "sparse" or arr.shape != (self.nnz,):
+            raise ValueError(f"{where}: per-synapse delays need a sparse projection and one "
+                             f"delay per synapse ({self.nnz},), got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer) or (arr.size and arr.min() < least):
+            raise ValueError(f"{where} must be integers >= {least} steps{why}, got "
+                             f"{arr.dtype} with minimum {arr.min() if arr.size else None}")
+        return np.ascontiguousarray(arr, np.int64)
+
+    @property
+    def max_delay(self):
+        d = self._delay
+        return int(d) if np.isscalar(d) else int(d.max(initial=0))
+
+    @property
+    def min_delay(self):
+        d = self._delay
+        return int(d) if np.isscalar(d) else int(d.min(initial=0))
+
+    def synapse_delays(self):
+        """(nnz,) int64 delays of every synapse (sparse) or of every weight (dense)."""
+        n = self.params["W"].size
+        d = self._delay
+        return np.full(n, d, np.int64) if np.isscalar(d) else d
+
     # -- weights ------------------------------------------------------------
     def _init_weights(self, rng, dtype, weight=None):
         N, M = self.shape
-        if weight is not None:
+        if self.rule is not None:
+            self._init_rule(rng, dtype, weight)
+        elif weight is not None:
             self._set_weight(weight, dtype)
-            return
-        if self.kind == "dense":
+        elif self.kind == "dense":
             self.params = {"W": self._draw(rng, (N, M), N, dtype)}
+        else:
+            mask = rng.random((N, M)) < self.p
+            rows, cols = np.nonzero(mask)
+            vals = self._draw(rng, rows.shape[0], max(self.p * N, 1.0), dtype)
+            mat = sp.csr_matrix((vals, (rows, cols)), shape=(N, M))
+            self._set_csr(mat, dtype)
+        delay = self._delay_arg
+        if delay is None and self.rule is not None and self.rule.delay is not None:
+            delay = self.rule.delay
+        self._delay = self._check_delay(delay)
+
+    def _init_rule(self, rng, dtype, weight):
+        """Structure from the connectivity rule; weights per synapse."""
+        N, M = self.shape
+        pre, post = self.rule.synapses(N, M, rng, self.source is self.target)
+        nnz = pre.shape[0]
+        if sp.issparse(weight):  # a saved network: the structure comes with the weights
+            self._set_csr(weight, dtype)
             return
-        mask = rng.random((N, M)) < self.p
-        rows, cols = np.nonzero(mask)
-        vals = self._draw(rng, rows.shape[0], max(self.p * N, 1.0), dtype)
-        mat = sp.csr_matrix((vals, (rows, cols)), shape=(N, M))
-        self._set_csr(mat, dtype)
+        if weight is None and self.rule.weight is not None:
+            weight = self.rule.weight
+        if weight is None:
+            w = self._draw(rng, nnz, max(nnz / max(M, 1), 1.0), dtype)
+        else:
+            w = np.asarray(weight, float)
+            if w.ndim == 0:
+                w = np.full(nnz, float(w))
+            if w.shape != (nnz,):
+                raise ValueError(f"weight of {self.name!r} must be a number or one value per "
+                                 f"synapse ({nnz},) (the rule made {nnz} synapses), got shape "
+                                 f"{w.shape}")
+            if not np.all(np.isfinite(w)):
+                raise ValueError(f"weight of {self.name!r} contains NaN or infinite values")
+        self.indptr = np.zeros(N + 1, np.int64)
+        np.cumsum(np.bincount(pre, minlength=N), out=self.indptr[1:])
+        self.indices = np.ascontiguousarray(post, np.int64)
+        self.params = {"W": np.ascontiguousarray(w, dtype)}
 
     def _draw(self, rng, shape, fan_in, dtype):
         k = self.scale / np.sqrt(fan_in)
@@ -124,6 +242,8 @@ class Projection:
         mat = sp.csr_matrix(mat)
         mat.sum_duplicates()
         mat.sort_indices()
+        if not np.all(np.isfinite(mat.data)):
+            raise ValueError(f"weight of {self.name!r} contains NaN or infinite values")
         self.indptr = np.ascontiguousarray(mat.indptr, np.int64)
         self.indices = np.ascontiguousarray(mat.indices, np.int64)
         self.params = {"W": np.ascontiguousarray(mat.data, dtype)}
@@ -141,39 +261,72 @@ class Projection:
     def nnz(self):
         return self.params["W"].size
 
+    def csr(self):
+        """(indptr, indices, values) of the weights as CSR rows of source units
+        (dense weights: every entry)."""
+        if self.kind == "sparse":
+            return self.indptr, self.indices, self.params["W"]
+        N, M = self.shape
+        return (np.arange(N + 1, dtype=np.int64) * M, np.tile(np.arange(M, dtype=np.int64), N),
+                self.params["W"].reshape(-1))
+
     # -- forward / backward -------------------------------------------------
-    def _forward(self, src_run, out, lengths):
-        """Add this projection's contribution to ``out`` (T, B, M); return stats."""
+    def _forward(self, src_run, out, lengths, extra_delay=0):
+        """Add this projection's contribution to ``out`` (T_out, B, M): the
+        source's output of step t lands in ``out[t + delay + extra_delay]``
+        (dropped past the end). ``out`` may be a column slice of the target's
+        drive. Return stats."""
         t0 = time.perf_counter()
         y = src_run.y
         T, B, N = y.shape
         M = self.shape[1]
+        W = self.params["W"]
         n_valid = int(lengths.sum())
         dense_macs = n_valid * (N * M if self.kind == "dense" else self.nnz)
-        if self.event_driven:
+        if not np.isscalar(self._delay):
             ev_idx, ev_cnt = _events(src_run, lengths)
-            if self.kind == "dense":
-                macs = kev.propagate_dense(ev_idx, ev_cnt, y, self.params["W"], lengths, out)
+            delays = self._delay + extra_delay if extra_delay else self._delay
+            macs = kev.propagate_csr_delayed(ev_idx, ev_cnt, y, self.indptr, self.indices, W,
+                                             delays, lengths, out)
+            return dict(fwd_macs=int(macs), fwd_macs_dense=dense_macs,
+                        wall_s=time.perf_counter() - t0)
+        shift = self._delay + extra_delay
+        n_src = min(T, out.shape[0] - shift)  # source steps that land inside out
+        macs = 0
+        if n_src > 0:
+            o = out[shift:shift + n_src]
+            lens = np.minimum(lengths, n_src)
+            if self.event_driven:
+                ev_idx, ev_cnt = _events(src_run, lengths)
+                ev_idx, ev_cnt, ys = ev_idx[:n_src], ev_cnt[:n_src], y[:n_src]
+                if self.kind == "dense":
+                    macs = kev.propagate_dense(ev_idx, ev_cnt, ys, W, lens, o)
+                else:
+                    macs = kev.propagate_csr(ev_idx, ev_cnt, ys, self.indptr, self.indices, W,
+                                             lens, o)
             else:
-                macs = kev.propagate_csr(ev_idx, ev_cnt, y, self.indptr, self.indices,
-                                         self.params["W"], lengths, out)
-        else:
-            rows = _valid_rows(lengths, T, B)
-            y2, o2 = y.reshape(T * B, N), out.reshape(T * B, M)
-            if rows is None:
-                o2 += y2 @ self.params["W"]
-            else:
-                o2[rows] += y2[rows] @ self.params["W"]
-            macs = dense_macs
+                _dense_forward(y[:n_src], W, lens, o)
+                macs = int(lens.sum()) * N * M
         return dict(fwd_macs=int(macs), fwd_macs_dense=dense_macs,
                     wall_s=time.perf_counter() - t0)
 
     def _backward(self, src_run, dout, lengths, need_src, mask):
         """Return (dW, dsrc or None, stats). ``mask`` (T, B, N) bool or None
-        restricts the source gradient to backward-active units."""
+        restricts the source gradient to backward-active units. ``dout``: the
+        gradient of this projection's columns of the target's drive."""
         t0 = time.perf_counter()
         y = src_run.y
         T, B, N = y.shape
+        if not np.isscalar(self._delay):
+            raise NotImplementedError(f"{self.name}: back-propagation through per-synapse "
+                                      f"delays is not implemented; use one delay for the "
+                                      f"projection")
+        if self._delay:  # the source's step t drove the target's step t + delay
+            d = self._delay
+            shifted = np.zeros((T, B, dout.shape[2]), dout.dtype)
+            shifted[:max(T - d, 0)] = dout[d:]
+            dout = shifted
+        dout = np.ascontiguousarray(dout)
         M = self.shape[1]
         n_valid = int(lengths.sum())
         dense_w = n_valid * (N * M if self.kind == "dense" else self.nnz)
@@ -225,6 +378,24 @@ class Projection:
                      bwd_macs_dense=dense_w * (2 if need_src else 1),
                      bwd_wall_s=time.perf_counter() - t0)
         return dW, dsrc, stats
+
+
+def _dense_forward(y, W, lengths, out):
+    """out += y @ W over the valid steps (out may be a strided view)."""
+    T, B, N = y.shape
+    rows = _valid_rows(lengths, T, B)
+    y2 = y.reshape(T * B, N)
+    if out.flags.c_contiguous:
+        o2 = out.reshape(T * B, W.shape[1])
+        if rows is None:
+            o2 += y2 @ W
+        else:
+            o2[rows] += y2[rows] @ W
+        return
+    prod = (y2 @ W).reshape(T, B, W.shape[1])
+    if rows is not None:
+        prod *= _valid(lengths, T, B)
+    out += prod
 
 
 def _valid(lengths, T, B):

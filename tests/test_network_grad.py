@@ -197,15 +197,16 @@ def test_sparse_projection_grads_equal_dense_projection():
             np.testing.assert_allclose(gs[k], gd[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
-def _lif_reference(x, a_m, a_s, th, vr, damp, support, ds):
-    """Plain NumPy LIF forward and surrogate backward (oracle)."""
+def _lif_reference(x, a_m, a_s, c, th, vr, damp, support, ds):
+    """Plain NumPy LIF forward and surrogate backward (oracle); one current
+    receptor entering the exactly integrated membrane with coefficient c."""
     T, B, N = x.shape
     i = np.zeros((B, N))
     v = np.zeros((B, N))
     s_all, u_all = np.zeros_like(x), np.zeros_like(x)
     for t in range(T):
         i = a_s * i + x[t]
-        u = a_m * v + (1 - a_m) * i
+        u = a_m * v + c * i
         s = (u > th).astype(float)
         v = (1 - s) * u + s * vr
         s_all[t], u_all[t] = s, u
@@ -217,7 +218,7 @@ def _lif_reference(x, a_m, a_s, th, vr, damp, support, ds):
         sg = damp * np.maximum(0, 1 - support * np.abs(u - th))
         dst = ds[t] + dv * (vr - u)
         du = dv * (1 - s) + dst * sg
-        di = di + (1 - a_m) * du
+        di = di + c * du
         dx[t] = di
         di = a_s * di
         dv = a_m * du
@@ -238,8 +239,9 @@ def test_lif_network_backward_matches_reference():
     g = net.backward(fp, cot)
     drive = (x.reshape(-1, 3) @ net.params()["x->lif.W"]).reshape(9, 2, 4)
     a_m, a_s = np.exp(-1 / 5.0), np.exp(-1 / 2.0)
+    c = 2.0 / (2.0 - 5.0) * (a_s - a_m)
     ds = (cot["out"].reshape(-1, 2) @ net.params()["lif->out.W"].T).reshape(9, 2, 4)
-    s, u, dx = _lif_reference(drive, a_m, a_s, 1.0, 0.0, lif.damp, 0.5, ds)
+    s, u, dx = _lif_reference(drive, a_m, a_s, c, 1.0, 0.0, lif.damp, 0.5, ds)
     np.testing.assert_array_equal(fp.outputs["lif"], s)
     assert 0 < s.mean() < 1
     dW = x.reshape(-1, 3).T @ dx.reshape(-1, 4)

@@ -81,26 +81,40 @@ def test_gru_equals_torch_formula():
     assert res.stats["g"]["events"] == T * H  # every unit emits every step
 
 
-def test_lif_golden_steps():
-    pop = LIF("l", 1, tau_mem=2.0, tau_syn=1.0, v_th=0.5, v_reset=-0.1)
+@pytest.mark.parametrize("refractory", [0.0, 2.0])
+def test_lif_golden_steps(refractory):
+    """Steps computed by hand: exact integration of an exponential current
+    (tau_syn != tau_mem), rest potential, reset and refractory hold."""
+    pop = LIF("l", 1, tau_mem=2.0, tau_syn=1.0, v_th=0.5, v_reset=-0.1, v_rest=0.1,
+              refractory=refractory)
     net = _one_to_one(pop, 1, np.array([[1.0]]))
-    T = 6
+    T = 12
     x = np.ones((T, 1, 1))
-    mon = net.monitor("l", "state", variables=["v", "u", "i"])
+    mon = net.monitor("l", "state", variables=["v", "syn"])
     res = net.run({"x": x})
     am, as_ = np.exp(-1 / 2.0), np.exp(-1.0)
-    i = v = 0.0
-    spikes, vs = [], []
+    c = 1.0 / (1.0 - 2.0) * (as_ - am)  # tau_s / (tau_s - tau_m) (a_s - a_m)
+    i, v, hold = 0.0, 0.1, 0
+    spikes, vs, cur = [], [], []
     for _t in range(T):
-        i = as_ * i + 1.0
-        u = am * v + (1 - am) * i
-        s = float(u > 0.5)
-        v = (1 - s) * u + s * -0.1
+        i = i + 1.0  # arrival
+        held = hold > 0
+        if held:
+            hold -= 1
+            u = v
+        else:
+            u = 0.1 + (v - 0.1) * am + c * i
+        s = float(u > 0.5 and not held)
+        v = -0.1 if s else u
+        hold = int(refractory) - 1 if s else hold
+        i = as_ * i  # decay
         spikes.append(s)
         vs.append(v)
+        cur.append(i)
     np.testing.assert_array_equal(res.outputs["l"][:, 0, 0], spikes)
-    assert 0 < sum(spikes) < T
+    assert 1 < sum(spikes) < T
     np.testing.assert_allclose(mon["v"][:, 0, 0], vs, atol=1e-12)
+    np.testing.assert_allclose(mon["syn"][:, 0, 0], cur, atol=1e-12)
 
 
 def test_lif_errors():

@@ -1,5 +1,6 @@
 """Numba CPU kernels for the object model: event propagation through
-projections (dense and CSR weights) and the LIF population, over whole sequences.
+projections (dense and CSR weights), over whole sequences. (The LIF
+population's kernels: :mod:`evsim.kernels.lif`.)
 
 Conventions (T steps, B samples, N source units, M target inputs):
 
@@ -14,7 +15,6 @@ Parallel loops run over (t, b) pairs when each pair writes its own output row
 owns whole rows of dW, after an unit-major regrouping of the events).
 """
 
-import math
 
 import numba
 import numpy as np
@@ -195,6 +195,30 @@ def propagate_csr(ev_idx, ev_cnt, y, indptr, indices, data, lengths, out):
 
 
 @numba.njit(parallel=True, **_JIT)
+def propagate_csr_delayed(ev_idx, ev_cnt, y, indptr, indices, data, delays, lengths, out):
+    """:func:`propagate_csr` with a delay per non-zero: the event of step t
+    adds to ``out[t + delays[k]]`` (dropped past the end of ``out``).
+    out : (T_out, B, M). Parallel over samples (each owns its rows of out).
+    Returns the multiply-adds done."""
+    T, B, N = y.shape
+    T_out = out.shape[0]
+    n_mac = 0
+    for b in prange(B):
+        n = 0
+        for t in range(min(T, lengths[b])):
+            for e in range(ev_cnt[t, b]):
+                i = ev_idx[t, b, e]
+                val = y[t, b, i]
+                for k in range(indptr[i], indptr[i + 1]):
+                    td = t + delays[k]
+                    if td < T_out:
+                        out[td, b, indices[k]] += val * data[k]
+                n += indptr[i + 1] - indptr[i]
+        n_mac += n
+    return n_mac
+
+
+@numba.njit(parallel=True, **_JIT)
 def grad_weight_csr(ev_idx, ev_cnt, y, dout, indptr, indices, lengths, ddata):
     """Gradient of the CSR values: ddata[k] = sum over events (t, b, i) of
     y[t, b, i] * dout[t, b, indices[k]] for the non-zeros k of row i."""
@@ -251,80 +275,3 @@ def grad_source_csr(dout, indptr, indices, data, mask, use_mask, lengths, dsrc):
 #   s_t = 1 if u_t > v_th else 0              spike (strict, like the EGRU)
 #   v_t = (1 - s_t) u_t + s_t v_reset         reset
 #   ds/du ~ damp * max(0, 1 - support |u - v_th|)   (same triangle as the EGRU)
-
-
-@numba.njit(inline="always", **_JIT)
-def _surrogate(u, th, damp, support):
-    return damp * max(0.0, 1.0 - support * abs(u - th))
-
-
-@numba.njit(parallel=True, **_JIT)
-def lif_forward(x, a_mem, a_syn, v_th, v_reset, v0, i0, lengths, s, u, v, cur, v_last,
-                i_last):
-    """LIF over a whole sequence.
-
-    x : (T, B, N) in, input drive. a_mem, a_syn : float decay factors per step.
-    v_th, v_reset : float. v0, i0 : (B, N) in, initial membrane and current.
-    lengths : (B,) in. s, u, v, cur : (T, B, N) out (spikes, membrane before
-    and after the reset, current), zero past a sample's length.
-    v_last, i_last : (B, N) out, state after each sample's last step.
-    Returns the number of spikes.
-    """
-    T, B, N = x.shape
-    total = 0
-    for w in prange(B * N):
-        b = w // N
-        j = w % N
-        vv = v0[b, j]
-        ii = i0[b, j]
-        n = 0
-        for t in range(lengths[b]):
-            ii = a_syn * ii + x[t, b, j]
-            uu = a_mem * vv + (1.0 - a_mem) * ii
-            sp = 1.0 if uu > v_th else 0.0
-            vv = (1.0 - sp) * uu + sp * v_reset
-            s[t, b, j] = sp
-            u[t, b, j] = uu
-            v[t, b, j] = vv
-            cur[t, b, j] = ii
-            n += int(sp)
-        v_last[b, j] = vv
-        i_last[b, j] = ii
-        total += n
-    return total
-
-
-@numba.njit(parallel=True, **_JIT)
-def lif_backward(ds, s, u, a_mem, a_syn, v_th, v_reset, damp, support, lengths, dv_last,
-                 di_last, dx, dv0, di0):
-    """BPTT through :func:`lif_forward` with the surrogate derivative.
-
-    ds : (T, B, N) in, dL/ds. s, u : (T, B, N) in, saved by the forward.
-    dv_last, di_last : (B, N) in, gradients of the final state.
-    dx : (T, B, N) out (zero past a length). dv0, di0 : (B, N) out.
-    """
-    T, B, N = ds.shape
-    for w in prange(B * N):
-        b = w // N
-        j = w % N
-        dv = dv_last[b, j]
-        di = di_last[b, j]
-        for t in range(T - 1, -1, -1):
-            if t >= lengths[b]:
-                dx[t, b, j] = 0.0
-                continue
-            uu = u[t, b, j]
-            sp = s[t, b, j]
-            dst = ds[t, b, j] + dv * (v_reset - uu)
-            du = dv * (1.0 - sp) + dst * _surrogate(uu, v_th, damp, support)
-            di = di + (1.0 - a_mem) * du  # dL/di_t: carried from t + 1 plus via u_t
-            dx[t, b, j] = di
-            di = a_syn * di  # carried to i_{t-1}
-            dv = a_mem * du  # carried to v_{t-1}
-        dv0[b, j] = dv
-        di0[b, j] = di
-
-
-def decay(tau, dt):
-    """Per-step decay factor exp(-dt / tau) (0 when tau is 0)."""
-    return 0.0 if tau == 0 else math.exp(-dt / tau)

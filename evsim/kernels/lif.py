@@ -106,6 +106,64 @@ def surrogate(u, th, damp, support):
 # Sequence kernels for one population (network DAG and step-wise schedules)
 
 
+@numba.njit(**_JIT)
+def _unit_forward(b, j, x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset, n_ref,
+                  v0, I0, r0, length, s, u, v, I, held, v_last, I_last, r_last):
+    """One unit (b, j) of :func:`lif_forward`; returns its spikes."""
+    T, B, N = s.shape
+    R = kinds.shape[0]
+    vv = v0[b, j]
+    rr = r0[b, j]
+    n = 0
+    for k in range(R):
+        I_last[b, k * N + j] = I0[b, k * N + j]
+    for t in range(length):
+        acc = 0.0
+        G = 0.0
+        GE = 0.0
+        for k in range(R):
+            sk = arrive(kinds[k], I_last[b, k * N + j], x[t, b, k * N + j])
+            if kinds[k] == COND:
+                G += sk
+                GE += sk * e_rev[k]
+            else:
+                acc += c[k] * sk
+            I_last[b, k * N + j] = a[k] * sk
+            I[t, b, k * N + j] = a[k] * sk
+        sp = 0.0
+        if rr > 0:
+            rr -= 1
+            uu = vv
+            held[t, b, j] = 1
+        else:
+            if cond:
+                uu = membrane_cond(vv, acc, G, GE, dt_tau, v_rest)
+            else:
+                uu = membrane(vv, acc, a_m, v_rest)
+            held[t, b, j] = 0
+            if uu > v_th:
+                sp = 1.0
+        if sp != 0.0:
+            vv = v_reset
+            rr = n_ref - 1
+            n += 1
+        else:
+            vv = uu
+        s[t, b, j] = sp
+        u[t, b, j] = uu
+        v[t, b, j] = vv
+    for t in range(length, T):
+        s[t, b, j] = 0.0
+        u[t, b, j] = 0.0
+        v[t, b, j] = 0.0
+        held[t, b, j] = 0
+        for k in range(R):
+            I[t, b, k * N + j] = 0.0
+    v_last[b, j] = vv
+    r_last[b, j] = rr
+    return n
+
+
 @numba.njit(parallel=True, **_JIT)
 def lif_forward(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset, n_ref,
                 v0, I0, r0, lengths, s, u, v, I, held, v_last, I_last, r_last):
@@ -123,61 +181,12 @@ def lif_forward(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset,
     sample's last step. Returns the number of spikes.
     """
     T, B, N = s.shape
-    R = kinds.shape[0]
-    total = 0
+    counts = np.zeros(B * N, np.int64)
     for w in prange(B * N):
-        b = w // N
-        j = w % N
-        vv = v0[b, j]
-        rr = r0[b, j]
-        n = 0
-        for k in range(R):
-            I_last[b, k * N + j] = I0[b, k * N + j]
-        for t in range(lengths[b]):
-            acc = 0.0
-            G = 0.0
-            GE = 0.0
-            for k in range(R):
-                sk = arrive(kinds[k], I_last[b, k * N + j], x[t, b, k * N + j])
-                if kinds[k] == COND:
-                    G += sk
-                    GE += sk * e_rev[k]
-                else:
-                    acc += c[k] * sk
-                I_last[b, k * N + j] = a[k] * sk
-                I[t, b, k * N + j] = a[k] * sk
-            if rr > 0:
-                rr -= 1
-                uu = vv
-                sp = 0.0
-                held[t, b, j] = 1
-            else:
-                if cond:
-                    uu = membrane_cond(vv, acc, G, GE, dt_tau, v_rest)
-                else:
-                    uu = membrane(vv, acc, a_m, v_rest)
-                sp = 1.0 if uu > v_th else 0.0
-                held[t, b, j] = 0
-            if sp != 0.0:
-                vv = v_reset
-                rr = n_ref - 1
-                n += 1
-            else:
-                vv = uu
-            s[t, b, j] = sp
-            u[t, b, j] = uu
-            v[t, b, j] = vv
-        for t in range(lengths[b], T):
-            s[t, b, j] = 0.0
-            u[t, b, j] = 0.0
-            v[t, b, j] = 0.0
-            held[t, b, j] = 0
-            for k in range(R):
-                I[t, b, k * N + j] = 0.0
-        v_last[b, j] = vv
-        r_last[b, j] = rr
-        total += n
-    return total
+        counts[w] = _unit_forward(w // N, w % N, x, kinds, a, c, e_rev, cond, a_m, dt_tau,
+                                  v_rest, v_th, v_reset, n_ref, v0, I0, r0, lengths[w // N],
+                                  s, u, v, I, held, v_last, I_last, r_last)
+    return counts.sum()
 
 
 @numba.njit(parallel=True, **_JIT)

@@ -79,7 +79,8 @@ def _backward(net, fp, grads):
             src = proj.source
             need = (not src.is_input) or bool(src.params)
             mask = None if src.is_input else src._backward_mask(fp._runs[src.name])
-            dW, dsrc, pst = proj._backward(fp._runs[src.name], ddrive, lengths, need, mask)
+            dW, dsrc, pst = proj._backward(fp._runs[src.name], ddrive[..., proj.columns],
+                                           lengths, need, mask)
             out[f"{proj.name}.W"] = dW
             fp.projection_stats[proj.name].update(pst)
             bst["bwd_macs"] += pst["bwd_macs"]

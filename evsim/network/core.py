@@ -77,37 +77,70 @@ class Network:
         return self.populations[name]
 
     def connect(self, source, target, kind="dense", p=None, init="uniform", scale=1.0,
-                weight=None, seed=None):
+                weight=None, seed=None, rule=None, receptor=None, delay=None, name=None):
         """Connect two populations; return the :class:`Projection`.
 
-        The weight has shape (source size, target input width): 3H for an
-        EGRU or GRU target, the target size otherwise. ``weight`` gives it
-        explicitly (array, or scipy.sparse for ``kind="sparse"``); ``seed``
-        overrides the stream derived from the network seed.
+        Parameters
+        ----------
+        source, target : population names (or objects). A spiking population
+            may project onto itself (with ``delay >= 1``).
+        kind : "dense" (an (N, M) matrix) or "sparse" (CSR; with ``p``, each
+            weight present with probability p).
+        rule : a connectivity rule from :mod:`evsim.connectivity`
+            (``FixedProbability(0.02)``, ``FixedInDegree(80)``, ``OneToOne()``,
+            ``AllToAll()``, ``FromList(i, j, weight, delay)``); makes the
+            projection sparse with one weight per synapse.
+        weight : explicit weights: an (N, M) array (or scipy.sparse for
+            kind="sparse"); with a rule, a number (all synapses) or an array
+            (nnz,). Default: drawn by ``init`` / ``scale``.
+        receptor : the target's receptor fed by this projection (spiking
+            targets; default their first receptor), e.g. "exc" or "inh".
+        delay : steps from a source's output to the target: an int, or per
+            synapse an int array (nnz,) (sparse). Default 0, and 1 onto itself.
+        name : projection name (default ``"source->target"``, and
+            ``"source->target:receptor"`` for a further receptor of the pair).
+        seed : overrides the stream derived from the network seed.
+
+        The weight has shape (source size, target input width): 3H for an EGRU
+        or GRU target, the target size otherwise (one receptor's columns).
         """
         src = self._pop(source, "source population")
         tgt = self._pop(target, "target population")
-        if src is tgt:
-            raise ValueError(f"connect({src.name!r}, {tgt.name!r}): a population cannot "
-                             f"project onto itself; EGRU and GRU populations own their "
-                             f"recurrent weights (params '{src.name}.R')")
+        where = f"connect({src.name!r}, {tgt.name!r})"
+        if src is tgt and isinstance(src, pops.EGRU):
+            raise ValueError(f"{where}: EGRU and GRU populations own their recurrent "
+                             f"weights (params '{src.name}.R'); they take no projection "
+                             f"onto themselves")
         if tgt.is_input:
             raise ValueError(f"connect(..., {tgt.name!r}): {type(tgt).__name__} is an input "
                              f"population and takes no projection; connect it as a source")
-        name = f"{src.name}->{tgt.name}"
+        if name is None:
+            name = f"{src.name}->{tgt.name}"
+            first = next(iter(getattr(tgt, "receptors", {None: None})))
+            if receptor is not None and receptor != first:
+                name += f":{receptor}"
+        elif not isinstance(name, str) or not name or "/" in name or "." in name:
+            raise ValueError(f"{where}: name must be a non-empty string without '/' or '.', "
+                             f"got {name!r}")
         if name in self.projections:
-            raise ValueError(f"projection {name!r} already exists; there is at most one "
-                             f"projection per pair of populations")
-        proj = Projection(src, tgt, kind=kind, p=p, init=init, scale=scale, seed=seed)
-        if weight is not None and getattr(weight, "shape", None) != proj.shape:
-            raise ValueError(f"connect({src.name!r}, {tgt.name!r}): weight must have shape "
-                             f"(source size, target input width) = {proj.shape}, got "
+            raise ValueError(f"projection {name!r} already exists; give this one another "
+                             f"receptor or a name (connect(..., name='...'))")
+        proj = Projection(src, tgt, kind=kind, p=p, init=init, scale=scale, seed=seed,
+                          rule=rule, receptor=receptor, delay=delay, name=name)
+        if weight is not None and rule is None and getattr(weight, "shape", None) != proj.shape:
+            raise ValueError(f"{where}: weight must have shape (source size, target input "
+                             f"width) = {proj.shape}, got "
                              f"{getattr(weight, 'shape', type(weight).__name__)}")
         rng = (np.random.default_rng(seed) if seed is not None
                else streams.init_rng(self.seed, name))
         proj._init_weights(rng, self.dtype, weight)
         self.projections[name] = proj
         return proj
+
+    def delays(self):
+        """Live delays (steps) of every projection: name -> int or int64 array
+        (nnz,); assign through ``net.projections[name].delay = ...``."""
+        return {name: proj.delay for name, proj in self.projections.items()}
 
     def attach(self, population, monitor):
         """Attach any monitor object (``start_run``, ``record``, ``end_run``)."""
@@ -184,14 +217,15 @@ class Network:
     # ------------------------------------------------------------------
     # Running and back-propagation
 
-    def run(self, inputs, lengths=None, steps=None, schedule="auto", progress=None,
-            reset=True):
+    def run(self, inputs=None, lengths=None, steps=None, schedule="auto", progress=None,
+            reset=True, record_outputs=True):
         """Evaluation run (``training=False``) over a batch; see :meth:`forward`."""
         return self.forward(inputs, lengths=lengths, training=False, steps=steps,
-                            schedule=schedule, progress=progress, reset=reset)
+                            schedule=schedule, progress=progress, reset=reset,
+                            record_outputs=record_outputs)
 
-    def forward(self, inputs, lengths=None, training=True, steps=None, schedule="auto",
-                progress=None, reset=True):
+    def forward(self, inputs=None, lengths=None, training=True, steps=None, schedule="auto",
+                progress=None, reset=True, record_outputs=True):
         """Run the network over a batch of sequences.
 
         Parameters
@@ -204,17 +238,24 @@ class Network:
         training : save what :meth:`backward` needs; training-mode zoneout and
             DropConnect.
         steps : T, needed only when no input gives it (e.g. only spike lists).
-        schedule : "auto", "dag" (error for a cyclic network) or "stepwise".
+        schedule : "auto", "dag" (each population's whole sequence at once;
+            error for a cyclic network), "stepwise" (a Python loop over steps:
+            any network) or "compiled" (spiking networks, not training: the
+            whole time loop in one compiled kernel). "auto" takes "compiled"
+            where it can, else "dag" where it can, else "stepwise".
         progress : overrides the network's progress setting for this run.
-        reset : start from zero state (default) or from the final state of the
-            previous run (``self.state``, same batch size).
+        reset : start from the initial state (default) or from the final state
+            of the previous run (``self.state``, same batch size).
+        record_outputs : keep every population's outputs (T, B, N) in
+            ``outputs``; False for long runs that record through monitors (the
+            compiled loop then holds one chunk of steps at a time).
 
         Returns
         -------
         ForwardPass
         """
-        return running.forward(self, inputs, lengths, training, steps, schedule, progress,
-                               reset)
+        return running.forward(self, inputs or {}, lengths, training, steps, schedule,
+                               progress, reset, record_outputs)
 
     def backward(self, fp, grads):
         """BPTT through a ``training=True`` forward pass.

@@ -25,7 +25,8 @@ import time
 import numpy as np
 
 from evsim import populations as pops
-from evsim.network.schedule import incoming
+from evsim.network.compiled import run_compiled
+from evsim.network.schedule import incoming, outgoing
 
 __all__ = ["run_dag", "run_stepwise", "EXECUTORS"]
 
@@ -56,7 +57,8 @@ def run_dag(net, order, delayed, values, T, B, lengths, training, states, show):
         else:
             drive = np.zeros((T, B, pop.in_size), net.dtype)
             for proj in incoming(net, pop):
-                pstats[proj.name] = proj._forward(runs[proj.source.name], drive, lengths)
+                pstats[proj.name] = proj._forward(runs[proj.source.name],
+                                                  drive[..., proj.columns], lengths)
             run = pop._forward(drive, states[pop.name], training, net.backend, lengths, rng)
         wall[pop.name] = time.perf_counter() - t0
         runs[pop.name] = run
@@ -69,26 +71,46 @@ def run_dag(net, order, delayed, values, T, B, lengths, training, states, show):
 
 
 def run_stepwise(net, order, delayed, values, T, B, lengths, training, states, show):
-    """A Python loop over steps, each population one step in ``order``."""
+    """A Python loop over steps, each population one step in ``order``.
+
+    Each target has a pending drive (T, B, in_size): a source's output of step
+    t is added at once to the target's row t + delay (+1 for a delayed
+    projection), and the target reads row t when its turn in step t comes.
+    This is the reference the compiled loop is tested against."""
     from tqdm.auto import tqdm
 
-    runs, wall, ys, step_stats = {}, {}, {}, {}
+    runs, wall, ys, step_stats, pending = {}, {}, {}, {}, {}
     pstats = {name: dict(fwd_macs=0, fwd_macs_dense=0, wall_s=0.0)
               for name in net.projections}
+
+    def deliver(proj, src_run, t, ok):
+        tgt = proj.target.name
+        if tgt not in pending:
+            return
+        st = proj._forward(src_run, pending[tgt][t:, :, proj.columns], ok,
+                           extra_delay=int(proj.name in delayed))
+        for k in st:
+            pstats[proj.name][k] += st[k]
+
     for pop in order:
         wall[pop.name] = 0.0
+        if not pop.is_input:
+            ys[pop.name] = np.zeros((T, B, pop.size), net.dtype)
+            pending[pop.name] = np.zeros((T, B, pop.in_size), net.dtype)
+            step_stats[pop.name] = dict(events=0, fwd_macs=0, fwd_macs_dense=0)
+    for pop in order:
         if pop.is_input:
             t0 = time.perf_counter()
             runs[pop.name] = pop._forward(None, states[pop.name], training, net.backend,
                                           lengths, net._rngs[pop.name],
                                           value=values[pop.name])
             ys[pop.name] = runs[pop.name].y
+            for proj in outgoing(net, pop):
+                deliver(proj, runs[pop.name], 0, lengths)
             wall[pop.name] = time.perf_counter() - t0
-        else:
-            ys[pop.name] = np.zeros((T, B, pop.size), net.dtype)
-            step_stats[pop.name] = dict(events=0, fwd_macs=0, fwd_macs_dense=0)
     for t in tqdm(range(T), desc="evsim run (step-wise)", disable=not show, leave=False):
         alive = t < lengths
+        ok = alive.astype(np.int64)
         for pop in order:
             if pop.is_input:
                 if _has_monitor(net, pop):
@@ -96,20 +118,12 @@ def run_stepwise(net, order, delayed, values, T, B, lengths, training, states, s
                                           runs[pop.name].variables().items()})
                 continue
             t0 = time.perf_counter()
-            drive = np.zeros((1, B, pop.in_size), net.dtype)
-            for proj in incoming(net, pop):
-                ts = t - 1 if proj.name in delayed else t
-                if ts < 0:
-                    continue
-                src = pops.PopRun(y=ys[proj.source.name][ts:ts + 1])
-                ok = (ts < lengths).astype(np.int64)
-                st = proj._forward(src, drive, ok)
-                for k in st:
-                    pstats[proj.name][k] += st[k]
-            y, states[pop.name], var, st = pop._step(drive[0], states[pop.name], alive,
-                                                     training, net.backend,
+            y, states[pop.name], var, st = pop._step(pending[pop.name][t], states[pop.name],
+                                                     alive, training, net.backend,
                                                      net._rngs[pop.name])
             ys[pop.name][t] = y
+            for proj in outgoing(net, pop):
+                deliver(proj, pops.PopRun(y=ys[pop.name][t:t + 1]), t, ok)
             for k in step_stats[pop.name]:
                 step_stats[pop.name][k] += st[k]
             wall[pop.name] += time.perf_counter() - t0
@@ -125,4 +139,4 @@ def run_stepwise(net, order, delayed, values, T, B, lengths, training, states, s
 
 
 #: schedule name -> executor
-EXECUTORS = {"dag": run_dag, "stepwise": run_stepwise}
+EXECUTORS = {"dag": run_dag, "stepwise": run_stepwise, "compiled": run_compiled}

@@ -69,12 +69,12 @@ def initial_states(net, B, reset):
     final state of the previous run (``net.state``, same batch size)."""
     states = {}
     for name, pop in net.populations.items():
-        st = pop._initial_state(B, net.dtype)
+        st = pop._initial_state(B, net.dtype, net._rngs[name])
         if not reset and name in net.state:
             old = net.state[name]
             for k in st:
                 if k in old and old[k].shape == st[k].shape:
-                    st[k] = np.ascontiguousarray(old[k], net.dtype)
+                    st[k] = np.ascontiguousarray(old[k], st[k].dtype)
                 elif k in old:
                     raise ValueError(f"reset=False: the stored state of {name!r} has "
                                      f"batch {old[k].shape[0]}, this run has {B}")

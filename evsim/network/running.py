@@ -11,43 +11,68 @@ from evsim import threads
 from evsim.network.executors import EXECUTORS
 from evsim.network.inputs import check_inputs, initial_states
 from evsim.network.result import ForwardPass
-from evsim.network.schedule import incoming, plan
+from evsim.network import compiled
+from evsim.network.schedule import incoming, is_cyclic, plan
 
 __all__ = ["forward", "PROGRESS_MIN_WORK", "SCHEDULES"]
 
 #: Show the progress bar (progress=None) when T * B * (total units) exceeds this.
 PROGRESS_MIN_WORK = 50_000_000
-SCHEDULES = ("auto", "dag", "stepwise")
+SCHEDULES = ("auto", "dag", "stepwise", "compiled")
 
 
-def forward(net, inputs, lengths, training, steps, schedule, progress, reset):
+def forward(net, inputs, lengths, training, steps, schedule, progress, reset,
+            record_outputs=True):
     """Run ``net`` over a batch; the arguments of :meth:`Network.forward`."""
     with threads.owned():
-        return _forward(net, inputs, lengths, training, steps, schedule, progress, reset)
+        return _forward(net, inputs, lengths, training, steps, schedule, progress, reset,
+                        record_outputs)
 
 
-def _forward(net, inputs, lengths, training, steps, schedule, progress, reset):
-    t_start = time.perf_counter()
-    order, delayed = plan(net)
+def choose(net, schedule, training):
+    """(executor name, order, delayed projections) for a run."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be 'auto', 'dag' or 'stepwise', got {schedule!r}")
-    if schedule == "dag" and delayed:
-        raise ValueError(f"the network has a cycle between populations (projections "
-                         f"{sorted(delayed)} close it); use schedule='stepwise' or 'auto'")
-    kind = "stepwise" if schedule == "stepwise" or delayed else "dag"
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    cyclic = is_cyclic(net)
+    if schedule == "dag" and cyclic:
+        raise ValueError("the network has a cycle between populations (or a population "
+                         "projecting onto itself); use schedule='stepwise' or 'auto'")
+    if schedule == "compiled":
+        why = compiled.why_not(net, training)
+        if why:
+            raise ValueError(f"schedule='compiled' cannot run this network: {why}")
+    if schedule == "auto":
+        if not compiled.why_not(net, training):
+            schedule = "compiled"
+        else:
+            schedule = "stepwise" if cyclic else "dag"
+    if schedule == "dag":
+        order, delayed = plan(net, all_delays=True)
+    else:
+        order, delayed = plan(net)
+    return schedule, order, delayed
+
+
+def _forward(net, inputs, lengths, training, steps, schedule, progress, reset, record_outputs):
+    t_start = time.perf_counter()
+    kind, order, delayed = choose(net, schedule, training)
     values, T, B, lengths = check_inputs(net, inputs, lengths, steps)
     states = initial_states(net, B, reset)
     n_units = sum(p.size for p in order)
     show = net.progress if progress is None else progress
     show = (T * B * n_units > PROGRESS_MIN_WORK) if show is None else bool(show)
     work = T * B * n_units * n_units  # about the multiply-adds of dense products
+    if kind == "compiled":
+        work = T * B * (n_units + sum(p.nnz for p in net.projections.values()))
     with threads.numba_threads(threads.plan(B, work)):
         runs, pstats, pop_wall = _run_monitored(net, EXECUTORS[kind], order, delayed, values,
-                                                T, B, lengths, training, states, show)
+                                                T, B, lengths, training, states, show,
+                                                record_outputs)
     outputs, stats = {}, {}
     for pop in order:
         run = runs[pop.name]
-        outputs[pop.name] = run.y
+        if record_outputs:
+            outputs[pop.name] = run.y
         if getattr(pop, "trace_alpha", None) is not None and run.variables is not None:
             outputs[pop.name + ".trace"] = run.variables()["trace"]
         st = dict(run.stats, wall_s=pop_wall[pop.name])
@@ -64,7 +89,7 @@ def _forward(net, inputs, lengths, training, steps, schedule, progress, reset):
 
 
 def _run_monitored(net, executor, order, delayed, values, T, B, lengths, training, states,
-                   show):
+                   show, record_outputs):
     """Run ``executor`` with every monitor started (and ended, even on error)."""
     started = []
     try:
@@ -72,6 +97,9 @@ def _run_monitored(net, executor, order, delayed, values, T, B, lengths, trainin
             pop = net.populations[name]
             mon.start_run(name, pop.size, B, T, net.dtype, tuple(pop.variables))
             started.append(mon)
+        if executor is EXECUTORS["compiled"]:
+            return executor(net, order, delayed, values, T, B, lengths, training, states, show,
+                            record_outputs=record_outputs)
         return executor(net, order, delayed, values, T, B, lengths, training, states, show)
     finally:
         for mon in started:  # a monitor that refused to start is not closed
