@@ -10,6 +10,14 @@ Everything a user needs is importable from here:
 
 from evsim import connectivity, data, models, training  # submodules users reach as evsim.X
 from evsim._version import __version__
+from evsim.connectivity import (
+    AllToAll,
+    FixedInDegree,
+    FixedOutDegree,
+    FixedProbability,
+    FromList,
+    OneToOne,
+)
 from evsim.functional import (
     egru_backward,
     egru_forward,
@@ -38,14 +46,6 @@ from evsim.populations import (
 )
 from evsim.projections import Projection
 from evsim.receptors import Conductance, Current
-from evsim.connectivity import (
-    AllToAll,
-    FixedInDegree,
-    FixedOutDegree,
-    FixedProbability,
-    FromList,
-    OneToOne,
-)
 from evsim.training import Trainer
 
 __all__ = [

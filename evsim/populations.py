@@ -28,7 +28,6 @@ import numpy as np
 
 from evsim import _validate as check
 from evsim import config
-from evsim.kernels import cpu_events as kev
 from evsim.kernels import lif as klif
 from evsim.receptors import Conductance, Current, receptor_from_config
 
@@ -101,6 +100,18 @@ class Population:
     def _backward(self, run, dy, extra):
         """Return (d drive, {param: grad}, backward stats)."""
         raise NotImplementedError(f"{type(self).__name__} has no backward pass")
+
+    def _saved_from_steps(self, y, extras, lengths):
+        """What :meth:`_step_backward` needs, from a step-wise run's outputs
+        and the private ``_``-variables its steps returned (T, B, ...)."""
+        return lengths
+
+    def _step_backward(self, run, t, dy_t, carry):
+        """One step of BPTT for the step-wise schedule (networks with cycles):
+        return (dL/d drive_t, {param: grad of this step}, carry to step t-1)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} populations cannot be trained inside a network with a "
+            f"cycle (step-wise schedule); LIF and Readout populations can")
 
     def _timed(self, fn, *args, **kw):
         t0 = time.perf_counter()
@@ -437,6 +448,7 @@ class LIF(Population):
         s, u, v, I_seq, held, last, n = self._run(drive_t[None], state, alive.astype(np.int64))
         # samples past their length ran 0 steps: their state passes through
         var = {k: x[0] for k, x in self._variables(s, v, I_seq).items()}
+        var.update(_u=u[0], _held=held[0])  # what training saves (not for monitors)
         return s[0], last, var, {"events": n, "fwd_macs": 0, "fwd_macs_dense": 0}
 
     def _backward_mask(self, run):
@@ -444,20 +456,40 @@ class LIF(Population):
         return (np.abs(u - self.v_th) * self.support < 1.0) & (held == 0)
 
     def _backward(self, run, dy, extra):
+        s, u, held, lengths = run.saved
+        dx, _ = self._lif_backward(dy, s, u, held, lengths, None)
+        return dx, {}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+
+    def _lif_backward(self, dy, s, u, held, lengths, carry):
+        """dL/d drive and the carry (dL/dv, dL/dI before the first step)."""
         if self.conductance_based:
             raise NotImplementedError(
                 f"{self.name}: back-propagation through conductance receptors is not "
                 f"implemented; train with current receptors (evsim.Current)")
-        s, u, held, lengths = run.saved
         T, B, N = s.shape
         a_m, kinds, a, c, _, _ = self.constants()
-        dx = np.empty((T, B, self.in_size), s.dtype)
-        dv0 = np.empty((B, N), s.dtype)
-        dI0 = np.empty((B, self.in_size), s.dtype)
-        klif.lif_backward(dy, s, u, held, kinds, a.astype(s.dtype), c.astype(s.dtype), a_m,
-                          self.v_th, self.v_reset, self.damp, self.support, lengths, dx, dv0,
-                          dI0)
-        return dx, {}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+        dt_ = s.dtype
+        if carry is None:
+            carry = (np.zeros((B, N), dt_), np.zeros((B, self.in_size), dt_))
+        dx = np.empty((T, B, self.in_size), dt_)
+        dv0 = np.empty((B, N), dt_)
+        dI0 = np.empty((B, self.in_size), dt_)
+        klif.lif_backward(np.ascontiguousarray(dy), s, u, held, kinds, a.astype(dt_),
+                          c.astype(dt_), a_m, self.v_th, self.v_reset, self.damp, self.support,
+                          lengths, carry[0], carry[1], dx, dv0, dI0)
+        return dx, (dv0, dI0)
+
+    def _saved_from_steps(self, y, extras, lengths):
+        return (y, extras["_u"], extras["_held"], lengths)
+
+    def _step_backward(self, run, t, dy_t, carry):
+        """Step t of BPTT for the step-wise schedule: (dL/d drive_t (B, R N),
+        {}, carry to step t - 1)."""
+        s, u, held, lengths = run.saved
+        ok = (t < lengths).astype(np.int64)
+        dx, carry = self._lif_backward(dy_t[None], s[t:t + 1], u[t:t + 1], held[t:t + 1], ok,
+                                       carry)
+        return dx[0], {}, carry
 
 
 def _finite(name, value):
@@ -563,6 +595,18 @@ class Readout(Population):
             g = np.where(valid, du, 0).astype(dy.dtype)
         db = g.reshape(-1, self.size).sum(0)
         return g, {"b": db}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+
+    def _step_backward(self, run, t, dy_t, carry):
+        """Step t of BPTT for the step-wise schedule: (dL/d drive_t, {"b": ...},
+        carry dL/d out_{t-1})."""
+        lengths = run.saved
+        alive = (t < lengths)[:, None]
+        g = np.where(alive, dy_t + (0 if carry is None else carry), 0).astype(dy_t.dtype)
+        if self.leak is None:
+            return g, {"b": g.sum(0)}, None
+        du = (1 - self.leak) * g
+        return du, {"b": du.sum(0)}, np.where(alive, self.leak * g, 0 if carry is None
+                                               else carry).astype(dy_t.dtype)
 
 
 def _valid(lengths, T):

@@ -310,6 +310,18 @@ class Projection:
         return dict(fwd_macs=int(macs), fwd_macs_dense=dense_macs,
                     wall_s=time.perf_counter() - t0)
 
+    def _step_grads(self, y, dout, dW, need_src):
+        """One step of BPTT for the step-wise schedule: y (B, N) the source's
+        output, dout (B, M) the gradient of this projection's columns of the
+        target's drive. Adds to dW (the parameter's shape); returns dL/dy or
+        None. Per-synapse delays are handled by the caller's step index only
+        when uniform."""
+        if not np.isscalar(self._delay):
+            raise NotImplementedError(f"{self.name}: back-propagation through per-synapse "
+                                      f"delays is not implemented; use one delay for the "
+                                      f"projection")
+        return _step_grads_impl(self, y, dout, dW, need_src)
+
     def _backward(self, src_run, dout, lengths, need_src, mask):
         """Return (dW, dsrc or None, stats). ``mask`` (T, B, N) bool or None
         restricts the source gradient to backward-active units. ``dout``: the
@@ -378,6 +390,18 @@ class Projection:
                      bwd_macs_dense=dense_w * (2 if need_src else 1),
                      bwd_wall_s=time.perf_counter() - t0)
         return dW, dsrc, stats
+
+
+def _step_grads_impl(proj, y, dout, dW, need_src):
+    """One step of a projection's BPTT (step-wise schedule): dW += y^T dout,
+    return dL/dy = dout W^T (or None)."""
+    W = proj.params["W"]
+    if proj.kind == "dense":
+        dW += y.T @ dout
+        return dout @ W.T if need_src else None
+    rows = np.repeat(np.arange(proj.shape[0]), np.diff(proj.indptr))
+    dW += np.einsum("bk,bk->k", y[:, rows], dout[:, proj.indices])
+    return np.asarray(dout @ proj.weight.T) if need_src else None
 
 
 def _dense_forward(y, W, lengths, out):

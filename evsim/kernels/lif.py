@@ -191,23 +191,26 @@ def lif_forward(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset,
 
 @numba.njit(parallel=True, **_JIT)
 def lif_backward(ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp, support, lengths,
-                 dx, dv0, dI0):
+                 dv_in, dI_in, dx, dv0, dI0):
     """BPTT through :func:`lif_forward` (current receptors only) with the
     surrogate derivative; the reset's dependence on the spike is kept
     (``dv/du = (1 - y) + (v_reset - u) dy/du``).
 
     ds : (T, B, N) in, dL/dy. s, u, held : (T, B, N) in, saved by the forward.
-    kinds, a, c : (R,) receptor factors. dx : (T, B, R N) out, dL/dx (zero past
-    a length). dv0 (B, N), dI0 (B, R N) out: gradients of the initial state.
+    kinds, a, c : (R,) receptor factors. dv_in (B, N), dI_in (B, R N) in:
+    gradients of the state after the last step (zero for a whole sequence;
+    the carry when a step-wise schedule calls this one step at a time).
+    dx : (T, B, R N) out, dL/dx (zero past a length). dv0 (B, N), dI0 (B, R N)
+    out: gradients of the state before the first step.
     """
     T, B, N = ds.shape
     R = kinds.shape[0]
     for w in prange(B * N):
         b = w // N
         j = w % N
-        dv = 0.0
+        dv = dv_in[b, j]
         for k in range(R):
-            dI0[b, k * N + j] = 0.0  # carries dL/dI_k backwards in time
+            dI0[b, k * N + j] = dI_in[b, k * N + j]  # carries dL/dI_k backwards in time
         for t in range(T - 1, -1, -1):
             if t >= lengths[b]:
                 for k in range(R):

@@ -111,7 +111,8 @@ def run_sample(t_begin, t1, t0, n0, s0, rec0, pop_f, pop_i, kinds, a, c, e_rev, 
     conductance flag. kinds (R,) int64, a, c, e_rev (R,) state dtype: all
     receptors (population p's are rows rec0[p] .. rec0[p+1]).
     ext : (t1 - t0, slots) in, input from outside the loop (row = step - t0),
-    read only when has_ext (else any (1, slots) array). v (n,), I (slots,), r (n,) int32: state, in/out.
+    read only when has_ext (else any (1, slots) array). v (n,), I (slots,),
+    r (n,) int32: state, in/out.
     ring : (L, slots) in/out. ev_step (cap,) int64, ev_unit (cap,) int32 out.
     probe_kind (K,) 0 = v, 1 = receptor slot; probe_idx (K,) global index;
     probe (t1 - t0, K) out: values at the end of each step. Steps >= length

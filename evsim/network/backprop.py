@@ -1,8 +1,17 @@
-"""Back-propagation through time (BPTT) through a DAG forward pass.
+"""Back-propagation through time (BPTT).
 
-Populations are visited in reverse run order; each population's backward
-gives the gradient of its drive, which each incoming projection turns into
-its weight gradient and the gradient of its source's output.
+DAG forward pass: populations are visited in reverse run order; each
+population's backward (over its whole sequence) gives the gradient of its
+drive, which each incoming projection turns into its weight gradient and the
+gradient of its source's output.
+
+Step-wise forward pass (a network with a cycle): steps are visited in
+reverse, and within a step the populations in reverse run order. A
+population's step backward gives the gradient of its drive at step t (and a
+carry to step t - 1); a projection of delay d turns it into its weight
+gradient and the gradient of its source's output at step t - d, which is
+complete before that step is visited (d >= 1, or d = 0 from a population
+earlier in the step's order).
 """
 
 import time
@@ -25,16 +34,14 @@ def backward(net, fp, grads):
     if not fp.training:
         raise ValueError("this forward pass ran with training=False (net.run); use "
                          "net.forward(inputs, training=True) to back-propagate")
-    if fp.schedule != "dag":
-        raise NotImplementedError("back-propagation through the step-wise schedule "
-                                  "(a cycle between populations) is not supported; "
-                                  "train networks whose populations form a DAG")
     if fp._backward_done:
         raise ValueError("backward() was already called on this forward pass")
     B = len(fp.lengths)
     T = int(np.max(fp.lengths))
     n_units = sum(net.populations[n].size for n in fp._runs)
     with threads.owned(), threads.numba_threads(threads.plan(B, T * B * n_units ** 2)):
+        if fp.schedule == "stepwise":
+            return _backward_stepwise(net, fp, grads)
         return _backward(net, fp, grads)
 
 
@@ -93,5 +100,51 @@ def _backward(net, fp, grads):
         for name, mon in net.monitors:
             if name == pop.name and callable(getattr(mon, "record_backward", None)):
                 mon.record_backward(fp.stats[pop.name])
+    fp._backward_done = True
+    return out
+
+
+def _backward_stepwise(net, fp, grads):
+    """BPTT through a step-wise forward pass (see the module docstring)."""
+    t_start = time.perf_counter()
+    order = [net.populations[n] for n in fp._order]
+    dys, extra = _check_grads(net, fp, grads)
+    if extra:
+        raise NotImplementedError(f"gradients of {sorted(extra)} sub-outputs are not "
+                                  f"supported through the step-wise schedule")
+    out = {k: np.zeros_like(v) for k, v in net.params().items()}
+    runs = fp._runs
+    T = next(iter(runs.values())).y.shape[0]
+    for pop in order:
+        if pop.name not in dys:
+            dys[pop.name] = np.zeros_like(runs[pop.name].y)
+    trainable = [p for p in order if not p.is_input]
+    projs = [(p, proj) for p in trainable for proj in incoming(net, p)]
+    need = {proj.name: (not proj.source.is_input) or bool(proj.source.params)
+            for _, proj in projs}
+    if any(need[proj.name] and proj.source.is_input for _, proj in projs):
+        raise NotImplementedError("trainable inputs (Embedding) are not supported through "
+                                  "the step-wise schedule")
+    carry = {p.name: None for p in trainable}
+    for t in range(T - 1, -1, -1):
+        for pop in reversed(trainable):
+            dx, pgrads, carry[pop.name] = pop._step_backward(runs[pop.name], t,
+                                                             dys[pop.name][t], carry[pop.name])
+            for k, g in pgrads.items():
+                out[f"{pop.name}.{k}"] += g
+            for proj in incoming(net, pop):
+                ts = t - proj.delay - int(proj.name in fp._delayed)
+                if ts < 0:
+                    continue
+                src = proj.source
+                dsrc = proj._step_grads(runs[src.name].y[ts], dx[:, proj.columns],
+                                        out[f"{proj.name}.W"], need[proj.name])
+                if dsrc is not None:
+                    mask = src._backward_mask(runs[src.name])
+                    dys[src.name][ts] += dsrc if mask is None else dsrc * mask[ts]
+    wall = time.perf_counter() - t_start
+    for pop in trainable:
+        fp.stats[pop.name].update(bwd_macs=0, bwd_macs_event=0, bwd_macs_dense=0,
+                                  backward_sparsity=0.0, bwd_wall_s=wall / len(trainable))
     fp._backward_done = True
     return out

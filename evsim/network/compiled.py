@@ -24,7 +24,6 @@ import numpy as np
 from evsim import config
 from evsim import populations as pops
 from evsim.kernels import snn_loop
-from evsim.network.schedule import incoming
 
 __all__ = ["why_not", "run_compiled"]
 

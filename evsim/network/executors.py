@@ -79,7 +79,7 @@ def run_stepwise(net, order, delayed, values, T, B, lengths, training, states, s
     This is the reference the compiled loop is tested against."""
     from tqdm.auto import tqdm
 
-    runs, wall, ys, step_stats, pending = {}, {}, {}, {}, {}
+    runs, wall, ys, step_stats, pending, extras = {}, {}, {}, {}, {}, {}
     pstats = {name: dict(fwd_macs=0, fwd_macs_dense=0, wall_s=0.0)
               for name in net.projections}
 
@@ -122,6 +122,13 @@ def run_stepwise(net, order, delayed, values, T, B, lengths, training, states, s
                                                      alive, training, net.backend,
                                                      net._rngs[pop.name])
             ys[pop.name][t] = y
+            if training:  # what a population's step backward will need
+                for k in [k for k in var if k.startswith("_")]:
+                    ex = extras.setdefault(pop.name, {})
+                    if k not in ex:
+                        ex[k] = np.zeros((T,) + var[k].shape, var[k].dtype)
+                    ex[k][t] = var[k]
+            var = {k: x for k, x in var.items() if not k.startswith("_")}
             for proj in outgoing(net, pop):
                 deliver(proj, pops.PopRun(y=ys[pop.name][t:t + 1]), t, ok)
             for k in step_stats[pop.name]:
@@ -134,7 +141,10 @@ def run_stepwise(net, order, delayed, values, T, B, lengths, training, states, s
             continue
         st = step_stats[pop.name]
         st["activity"] = st["events"] / max(int(lengths.sum()) * pop.size, 1)
-        runs[pop.name] = pops.PopRun(y=ys[pop.name], state=states[pop.name], stats=st)
+        saved = (pop._saved_from_steps(ys[pop.name], extras.get(pop.name, {}), lengths)
+                 if training else None)
+        runs[pop.name] = pops.PopRun(y=ys[pop.name], state=states[pop.name], stats=st,
+                                     saved=saved)
     return runs, pstats, wall
 
 

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from evsim import io as evio
 from evsim import populations as pops
+from evsim.connectivity import rule_from_config
 
 __all__ = ["structure", "save", "load", "POPULATION_CLASSES"]
 
@@ -42,6 +43,8 @@ def save(net, path):
             if proj.kind == "sparse":
                 sparse[f"{proj.name}.indptr"] = proj.indptr
                 sparse[f"{proj.name}.indices"] = proj.indices
+            if not np.isscalar(proj.delay):
+                sparse[f"{proj.name}.delays"] = proj.delay
         evio.save_arrays(f.create_group("sparse"), sparse)
         evio.save_arrays(f.create_group("rng"), net.rng_state())
         evio.save_arrays(f.create_group("state"), {
@@ -72,6 +75,19 @@ def load(cls, path):
     return net
 
 
+def _checked_csr(name, values, sparse, shape):
+    """The CSR matrix of a saved sparse projection, its structure checked."""
+    indptr = np.asarray(sparse[f"{name}.indptr"])
+    indices = np.asarray(sparse[f"{name}.indices"])
+    n, m = shape
+    if (indptr.shape != (n + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0)
+            or indptr[-1] != values.shape[0] or indices.shape != values.shape
+            or (indices.size and (indices.min() < 0 or indices.max() >= m))):
+        raise ValueError(f"the sparse structure of {name!r} is inconsistent with its shape "
+                         f"{shape} or its {values.shape[0]} weights")
+    return sp.csr_matrix((values, indices, indptr), shape=shape)
+
+
 def _rebuild(cls, struct, params, sparse):
     """The network described by ``struct``, with the parameters ``params``."""
     net = cls(seed=struct["seed"], dtype=struct["dtype"], backend=struct["backend"],
@@ -81,15 +97,24 @@ def _rebuild(cls, struct, params, sparse):
             raise ValueError(f"unknown population class {spec['class']!r}")
         net.add(POPULATION_CLASSES[spec["class"]](**spec["kwargs"]))
     for spec in struct["projections"]:
-        name = f"{spec['source']}->{spec['target']}"
+        name = spec.get("name") or f"{spec['source']}->{spec['target']}"
         W = params[f"{name}.W"]
-        if spec["kind"] == "sparse":
+        delay = spec.get("delay", None)
+        if delay == "per-synapse":
+            delay = sparse[f"{name}.delays"]
+        rule = spec.get("rule")
+        kind = spec["kind"]
+        if kind == "sparse":
             src = net.populations[spec["source"]]
-            shape = (src.size, net.populations[spec["target"]].in_size)
-            W = sp.csr_matrix((W, sparse[f"{name}.indices"], sparse[f"{name}.indptr"]),
-                              shape=shape)
-        net.connect(spec["source"], spec["target"], kind=spec["kind"], p=spec["p"],
-                    init=spec["init"], scale=spec["scale"], weight=W, seed=spec["seed"])
+            tgt = net.populations[spec["target"]]
+            width = tgt.size if hasattr(tgt, "receptor_columns") else tgt.in_size
+            W = _checked_csr(name, W, sparse, (src.size, width))
+        # the saved structure is used as is (a rule is not drawn again)
+        proj = net.connect(spec["source"], spec["target"], kind=kind, p=spec["p"],
+                           init=spec["init"], scale=spec["scale"], weight=W, seed=spec["seed"],
+                           receptor=spec.get("receptor"), delay=delay, name=name)
+        if rule is not None:
+            proj.rule, proj.p = rule_from_config(rule), None
     live = net.params()
     if set(live) != set(params):
         raise ValueError(f"parameters {sorted(set(live) ^ set(params))} do not match "

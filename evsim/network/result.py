@@ -23,7 +23,7 @@ class ForwardPass:
         ``backward_sparsity``, ``bwd_wall_s``.
     projection_stats : dict projection name -> ``fwd_macs``,
         ``fwd_macs_dense``, ``wall_s`` (and backward counters).
-    lengths : (B,) int64. training : bool. schedule : "dag" or "stepwise".
+    lengths : (B,) int64. training : bool. schedule : "dag", "stepwise" or "compiled".
     wall_s : wall-clock seconds of the whole run.
     """
 
@@ -36,6 +36,8 @@ class ForwardPass:
     wall_s: float = 0.0
     _runs: dict = field(default_factory=dict, repr=False)
     _backward_done: bool = field(default=False, repr=False)
+    _order: list = field(default_factory=list, repr=False)  # population names, run order
+    _delayed: set = field(default_factory=set, repr=False)  # projections given +1 step
 
     def summary(self):
         """Totals over the network: events, forward (and backward) multiply-adds

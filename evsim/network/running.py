@@ -8,10 +8,10 @@ plan and gathers outputs and counters into a :class:`ForwardPass`.
 import time
 
 from evsim import threads
+from evsim.network import compiled
 from evsim.network.executors import EXECUTORS
 from evsim.network.inputs import check_inputs, initial_states
 from evsim.network.result import ForwardPass
-from evsim.network import compiled
 from evsim.network.schedule import incoming, is_cyclic, plan
 
 __all__ = ["forward", "PROGRESS_MIN_WORK", "SCHEDULES"]
@@ -85,7 +85,8 @@ def _forward(net, inputs, lengths, training, steps, schedule, progress, reset, r
         net.state[pop.name] = run.state
     return ForwardPass(outputs=outputs, stats=stats, projection_stats=pstats,
                        lengths=lengths, training=bool(training), schedule=kind,
-                       wall_s=time.perf_counter() - t_start, _runs=runs)
+                       wall_s=time.perf_counter() - t_start, _runs=runs,
+                       _order=[p.name for p in order], _delayed=set(delayed))
 
 
 def _run_monitored(net, executor, order, delayed, values, T, B, lengths, training, states,
