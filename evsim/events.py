@@ -52,6 +52,17 @@ def empty_columns(dtype=np.float32):
     return {k: np.empty(0, dt) for k, dt in column_dtypes(dtype).items()}
 
 
+def units_attr(units, n_units):
+    """{"units": units} for a file's attributes when a subset is recorded, else
+    {}: readers take all units then (an attribute holds at most 64 KiB, about
+    8000 unit indices, so the list of all units of a large population cannot be
+    one)."""
+    if units is None or (n_units is not None and units.size == n_units
+                         and np.array_equal(units, np.arange(n_units))):
+        return {}
+    return {"units": np.asarray(units)}
+
+
 def events_from_dense(y, units=None, dtype=None):
     """Event columns of dense outputs ``y`` (T, B, N): its non-zero entries.
 
@@ -310,7 +321,8 @@ class EventTable:
         """The attributes of the file (all but ``n_events`` and ``complete``)."""
         return dict(header_attrs(self.pop_name, self.n_units, self.batch, self.n_steps,
                                  self.run_starts, self.dtype),
-                    units=self.units, dt=self.dt, n_dropped=self.n_dropped)
+                    **units_attr(self.units, self.n_units), dt=self.dt,
+                    n_dropped=self.n_dropped)
 
     def save(self, path, chunk_size=16384):
         """Write the table to an HDF5 event file (atomic)."""

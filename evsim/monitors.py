@@ -59,6 +59,7 @@ from evsim.events import (
     read_header,
     reading,
     str_attr,
+    units_attr,
 )
 from evsim.io import FileFormatError, atomic_h5
 
@@ -366,7 +367,7 @@ class EventMonitor(_Monitor):
         return sink
 
     def _file_attrs(self):
-        return dict(self._header_attrs(), units=self.units, dt=self.dt)
+        return dict(self._header_attrs(), **units_attr(self.units, self.n_units), dt=self.dt)
 
     def flush(self):
         """Write the pending records to the stream file and flush it to disk."""
@@ -617,7 +618,8 @@ class StateMonitor(_Monitor):
             for key, value in self._header_attrs().items():
                 f.attrs[key] = value
             f.attrs["variables"] = list(self.variables)
-            f.attrs["units"] = self.units
+            for key, value in units_attr(self.units, self.n_units).items():
+                f.attrs[key] = value
             f.attrs["every"] = self.every
             f.create_dataset("times", data=self.times)
             g = f.create_group("data")
@@ -630,7 +632,7 @@ class StateMonitor(_Monitor):
             variables = [str_attr(v) for v in f.attrs["variables"]]
             mon = cls(variables=variables, every=int(f.attrs["every"]))
             mon._read_header(f)
-            units = np.asarray(f.attrs["units"], np.int64)
+            units = np.asarray(f.attrs.get("units", np.arange(mon.n_units or 0)), np.int64)
             if mon.n_units is not None and not np.array_equal(units, np.arange(mon.n_units)):
                 mon._units = units
             mon._times = f["times"][:]

@@ -19,6 +19,7 @@ CASES = [
     ("02_ei_lif_network.py", ["02_ei_raster.png"], "mean rate"),
     ("03_record_hdf5.py", ["03_from_file.png", "03_events.h5", "03_states.h5",
                            "03_activity.h5"], "loaded:"),
+    ("04_cuba.py", ["04_cuba.png"], "CUBA rate_hz="),
 ]
 
 

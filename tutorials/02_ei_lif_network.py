@@ -18,10 +18,11 @@ You learn to
 4. compute firing rates (Hz) and the irregularity of the spike trains,
 5. draw rasters and population rates.
 
-Because the two LIF populations form a cycle, the network runs step by step
-(``result.schedule == "stepwise"``): each projection inside the cycle carries
-the spikes of the previous step. One second of simulated time takes a few
-seconds on a laptop CPU.
+The two LIF populations form a cycle: each projection inside it carries the
+spikes of the previous step. A network of spiking populations runs its whole
+time loop in compiled code (``result.schedule == "compiled"``), so one second
+of simulated time takes a fraction of a second. Tutorial 4 builds a larger,
+classic network (CUBA) with receptors, refractoriness and self-connections.
 
 Run it with ``python tutorials/02_ei_lif_network.py [FIGURE_FOLDER]``.
 """
@@ -55,7 +56,7 @@ def main():
     T = 1000         # 1 s of simulated time
 
     # --- 1. Populations --------------------------------------------------------
-    # LIF: synaptic current i (tau_syn) feeds the membrane (tau_mem); a spike
+    # LIF: synaptic current (tau_syn) feeds the membrane (tau_mem); a spike
     # when the membrane exceeds v_th = 1, then reset to 0. Inhibitory cells
     # are faster (shorter membrane time constant), as fast-spiking interneurons.
     net = evsim.Network(seed=1, dt=dt_ms, progress=False)
