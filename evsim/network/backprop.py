@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from evsim import _validate as check
+from evsim import populations as pops
 from evsim import threads
 from evsim.network.result import ForwardPass
 from evsim.network.schedule import incoming
@@ -125,6 +126,10 @@ def _backward_stepwise(net, fp, grads):
     if any(need[proj.name] and proj.source.is_input for _, proj in projs):
         raise NotImplementedError("trainable inputs (Embedding) are not supported through "
                                   "the step-wise schedule")
+    for pop in trainable:  # refuse before any work
+        if type(pop)._step_backward is pops.Population._step_backward:
+            pop._step_backward(None, 0, None, None)
+    masks = {p.name: p._backward_mask(runs[p.name]) for p in trainable}
     carry = {p.name: None for p in trainable}
     for t in range(T - 1, -1, -1):
         for pop in reversed(trainable):
@@ -140,7 +145,7 @@ def _backward_stepwise(net, fp, grads):
                 dsrc = proj._step_grads(runs[src.name].y[ts], dx[:, proj.columns],
                                         out[f"{proj.name}.W"], need[proj.name])
                 if dsrc is not None:
-                    mask = src._backward_mask(runs[src.name])
+                    mask = masks.get(src.name)
                     dys[src.name][ts] += dsrc if mask is None else dsrc * mask[ts]
     wall = time.perf_counter() - t_start
     for pop in trainable:
