@@ -649,7 +649,10 @@ def _masked(y, lengths):
 
 
 class DenseInput(_Input):
-    """Analog input: ``run({name: x})`` with x of shape (T, B, size)."""
+    """Analog input: ``run({name: x})`` with x of shape (T, B, size); or a
+    constant per unit, x of shape (size,) (e.g. a constant current injected
+    into a LIF population through a step-current receptor ``Current(0)``; pass
+    ``steps=T``)."""
 
     def _shape_hint(self, value):
         value = np.asarray(value)
@@ -657,14 +660,16 @@ class DenseInput(_Input):
 
     def _check(self, value, T, B, dtype):
         arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.number) and arr.shape == (self.size,):
+            arr = np.broadcast_to(arr, (T, B, self.size))
         if not np.issubdtype(arr.dtype, np.number) or arr.shape != (T, B, self.size):
             raise ValueError(f"input {self.name!r} must be a numeric array of shape "
-                             f"(T, B, {self.size}) = ({T}, {B}, {self.size}) (time-major), "
-                             f"got shape {arr.shape} dtype {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype)
+                             f"(T, B, {self.size}) = ({T}, {B}, {self.size}) (time-major) or "
+                             f"({self.size},) (constant), got shape {arr.shape} dtype "
+                             f"{arr.dtype}")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"input {self.name!r} contains NaN or infinite values")
-        return arr
+        return np.ascontiguousarray(arr, dtype)
 
     def _values(self, value, lengths, rng):
         return _masked(value, lengths)
