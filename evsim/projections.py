@@ -261,6 +261,24 @@ class Projection:
     def nnz(self):
         return self.params["W"].size
 
+    def check_structure(self):
+        """Raise a ValueError unless the live CSR structure, weights and delays
+        are consistent (kernels index with them: a bad index would write out of
+        bounds)."""
+        W = self.params["W"]
+        N, M = self.shape
+        if self.kind == "sparse":
+            ip, ix = self.indptr, self.indices
+            if (ip.shape != (N + 1,) or ip[0] != 0 or ip[-1] != W.size or ix.shape != W.shape
+                    or np.any(np.diff(ip) < 0) or (ix.size and (ix.min() < 0 or ix.max() >= M))):
+                raise ValueError(f"projection {self.name!r}: its sparse structure (indptr, "
+                                 f"indices) is inconsistent with shape {self.shape} and "
+                                 f"{W.size} weights")
+        elif W.shape != (N, M):
+            raise ValueError(f"projection {self.name!r}: W has shape {W.shape}, expected "
+                             f"{(N, M)}")
+        self._check_delay(self._delay)
+
     def csr(self):
         """(indptr, indices, values) of the weights as CSR rows of source units
         (dense weights: every entry)."""

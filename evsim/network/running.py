@@ -56,6 +56,8 @@ def choose(net, schedule, training):
 def _forward(net, inputs, lengths, training, steps, schedule, progress, reset, record_outputs):
     t_start = time.perf_counter()
     kind, order, delayed = choose(net, schedule, training)
+    for proj in net.projections.values():  # kernels index with these: check them first
+        proj.check_structure()
     values, T, B, lengths = check_inputs(net, inputs, lengths, steps)
     states = initial_states(net, B, reset)
     n_units = sum(p.size for p in order)
