@@ -692,6 +692,25 @@ class ActivityMonitor(_Monitor):
         self._grow_to(first + y.shape[0])
         self._counts[first:first + y.shape[0]] = np.count_nonzero(y, axis=2)
 
+    def record_events(self, t0, step, unit, batch, value, n_steps):
+        """Count the events of steps ``t0 .. t0 + n_steps - 1`` given as columns
+        (``step`` relative to t0; events with value 0 are not counted). Used by
+        the network's compiled loop: O(events), no dense array."""
+        self._need_run()
+        step = np.asarray(step, np.int64)
+        batch = np.asarray(batch, np.int64)
+        if step.size and (step.min() < 0 or step.max() >= n_steps or batch.min() < 0
+                          or batch.max() >= self.batch):
+            raise ValueError(f"ActivityMonitor.record_events on {self.pop_name!r}: steps must "
+                             f"lie in [0, {n_steps}) and samples in [0, {self.batch})")
+        first = self._offset + int(t0)
+        self._seen(t0, n_steps)
+        self._grow_to(first + n_steps)
+        live = np.asarray(value) != 0
+        flat = np.bincount(step[live] * self.batch + batch[live],
+                           minlength=n_steps * self.batch)
+        self._counts[first:first + n_steps] = flat.reshape(n_steps, self.batch)
+
     def record_backward(self, stats):
         """Store the backward sparsity of one training step.
 

@@ -24,6 +24,7 @@ import numpy as np
 from evsim import config
 from evsim import populations as pops
 from evsim.kernels import snn_loop
+from evsim.monitors import ActivityMonitor
 
 __all__ = ["why_not", "run_compiled"]
 
@@ -215,7 +216,7 @@ def run_compiled(net, order, delayed, values, T, B, lengths, training, states, s
         if record_outputs else {}
     dense_mons = [(name, mon) for name, mon in net.monitors
                   if not net.populations[name].is_input and not hasattr(mon, "record_units")
-                  and not hasattr(mon, "record_events")]
+                  and not hasattr(mon, "record_events")]  # e.g. a user's own monitor
     counts = np.zeros(len(lay.pops), np.int64)
     per_unit = np.zeros(lay.n_units, np.int64)
     K = probe_kind.size
@@ -294,7 +295,9 @@ def _hand_out(net, lay, t0, t1, step, unit, batch, probe, plans, ys, counts, den
         for name, mon in net.monitors:
             if name != pop.name:
                 continue
-            if hasattr(mon, "record_events"):
+            if isinstance(mon, ActivityMonitor):
+                mon.record_events(t0, st - t0, un, ba, np.ones(st.size, net.dtype), t1 - t0)
+            elif hasattr(mon, "record_events"):
                 mon.record_events(t0, st - t0, un, ba, np.ones(st.size, net.dtype))
         if any(name == pop.name for name, _ in dense_mons):
             y = np.zeros((t1 - t0, B, pop.size), net.dtype)
