@@ -74,32 +74,34 @@ class _Layout:
         self._synapses(net, delayed, dtype)
 
     def _synapses(self, net, delayed, dtype):
-        src, slot, w, d = [], [], [], []
-        for proj in net.projections.values():
-            if proj.source.is_input or proj.target.is_input:
-                continue
-            indptr, indices, values = proj.csr()
-            rows = np.repeat(np.arange(proj.shape[0], dtype=np.int64), np.diff(indptr))
-            src.append(self.n0[self.index[proj.source.name]] + rows)
-            base = self.s0[self.index[proj.target.name]] + proj.columns.start
-            slot.append(base + indices)
-            w.append(values)
-            d.append(proj.synapse_delays() + int(proj.name in delayed))
-        n = int(self.n0[-1])
-        if src:
-            src = np.concatenate(src)
-            order = np.argsort(src, kind="stable")  # rows by source, projections in order
-            self.slot = np.ascontiguousarray(np.concatenate(slot)[order])
-            self.w = np.ascontiguousarray(np.concatenate(w)[order], dtype)
-            self.d = np.ascontiguousarray(np.concatenate(d)[order])
-            counts = np.bincount(src, minlength=n)
-        else:
-            self.slot = np.zeros(0, np.int64)
-            self.w = np.zeros(0, dtype)
-            self.d = np.zeros(0, np.int64)
-            counts = np.zeros(n, np.int64)
+        """One CSR over all source units: row g holds the synapses of unit g,
+        projection by projection in the order they were added (no sort: each
+        projection's rows are placed at their offsets)."""
+        n = self.n_units
+        projs = [p for p in net.projections.values()
+                 if not (p.source.is_input or p.target.is_input)]
+        csrs = [p.csr() for p in projs]
+        counts = np.zeros(n, np.int64)
+        for proj, (indptr, _, _) in zip(projs, csrs):
+            a = self.n0[self.index[proj.source.name]]
+            counts[a:a + proj.shape[0]] += np.diff(indptr)
         self.indptr = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=self.indptr[1:])
+        nnz = int(self.indptr[-1])
+        self.slot = np.empty(nnz, np.int64)
+        self.w = np.empty(nnz, dtype)
+        self.d = np.empty(nnz, np.int64)
+        filled = np.zeros(n, np.int64)  # synapses already placed per source unit
+        for proj, (indptr, indices, values) in zip(projs, csrs):
+            a = self.n0[self.index[proj.source.name]]
+            rows = np.repeat(np.arange(proj.shape[0], dtype=np.int64), np.diff(indptr))
+            units = a + rows
+            pos = self.indptr[units] + filled[units] + (np.arange(rows.size) - indptr[rows])
+            base = self.s0[self.index[proj.target.name]] + proj.columns.start
+            self.slot[pos] = base + indices
+            self.w[pos] = values
+            self.d[pos] = proj.synapse_delays() + int(proj.name in delayed)
+            filled[a:a + proj.shape[0]] += np.diff(indptr)
         if self.d.size and self.d.min() < 0:
             raise ValueError("projection delays must be >= 0 steps")
         self.ring_len = int(self.d.max(initial=0)) + 1
