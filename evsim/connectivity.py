@@ -544,9 +544,9 @@ class FromList(Rule):
             if delay.shape != (nnz,):
                 raise ValueError(f"FromList: delay must have shape ({nnz},) like pre, got "
                                  f"{delay.shape}")
-            if nnz and delay.min() < 1:
+            if nnz and delay.min() < 0:
                 bad = int(np.argmin(delay))
-                raise ValueError(f"FromList: delay must be >= 1 step, got {delay[bad]} at "
+                raise ValueError(f"FromList: delay must be >= 0 steps, got {delay[bad]} at "
                                  f"position {bad}")
             if nnz and delay.dtype == np.uint64 and delay.max() > np.iinfo(np.int64).max:
                 raise ValueError(f"FromList: delay holds {delay.max()}, too large for int64")

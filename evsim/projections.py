@@ -45,6 +45,7 @@ import scipy.sparse as sp
 
 from evsim import config
 from evsim.connectivity import Rule
+from evsim.kernels.lif import COND
 from evsim.kernels import cpu_events as kev
 
 __all__ = ["Projection"]
@@ -160,7 +161,7 @@ class Projection:
     @property
     def min_delay(self):
         d = self._delay
-        return int(d) if np.isscalar(d) else int(d.min(initial=0))
+        return int(d) if np.isscalar(d) else (int(d.min()) if d.size else 0)
 
     def synapse_delays(self):
         """(nnz,) int64 delays of every synapse (sparse) or of every weight (dense)."""
@@ -278,6 +279,11 @@ class Projection:
             raise ValueError(f"projection {self.name!r}: W has shape {W.shape}, expected "
                              f"{(N, M)}")
         self._check_delay(self._delay)
+        rec = getattr(self.target, "receptors", {}).get(self.receptor)
+        if rec is not None and rec.spec()[0] == COND and W.size and W.min() < 0:
+            raise ValueError(f"projection {self.name!r} feeds the conductance receptor "
+                             f"{self.receptor!r}: its weights (conductances) must be >= 0, "
+                             f"got {W.min()}; an inhibitory conductance has a low e_rev")
 
     def csr(self):
         """(indptr, indices, values) of the weights as CSR rows of source units

@@ -412,8 +412,8 @@ def test_from_list_random_order_matches_lexsort():
      r"FromList: weight must hold real numbers, got dtype complex128"),
     (dict(pre=[0, 1], post=[0, 1], delay=[1.0, 2.0]), TypeError,
      r"FromList: delay must hold integers \(simulation steps\), got dtype float64"),
-    (dict(pre=[0, 1], post=[0, 1], delay=[1, 0]), ValueError,
-     r"FromList: delay must be >= 1 step, got 0 at position 1"),
+    (dict(pre=[0, 1], post=[0, 1], delay=[1, -1]), ValueError,
+     r"FromList: delay must be >= 0 steps, got -1 at position 1"),
     (dict(pre=[0, 1], post=[0, 1], delay=[1, 2, 3]), ValueError,
      r"FromList: delay must have shape \(2,\) like pre, got \(3,\)"),
 ])

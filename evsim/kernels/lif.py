@@ -145,7 +145,7 @@ def _unit_forward(b, j, x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, 
                 sp = 1.0
         if sp != 0.0:
             vv = v_reset
-            rr = n_ref - 1
+            rr = max(n_ref - 1, 0)
             n += 1
         else:
             vv = uu

@@ -73,7 +73,7 @@ def _neurons(v, r, acc, G, GE, cond, a_m, dt_tau, v_rest, v_th, v_reset, n_ref, 
         spk = uu > v_th
         fired[j] = spk
         n += spk
-        r[j] = n_ref - 1 if spk else max(rr - 1, 0)
+        r[j] = max(n_ref - 1, 0) if spk else max(rr - 1, 0)
         v[j] = v_reset if spk else uu
     return n
 
