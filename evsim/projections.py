@@ -45,8 +45,8 @@ import scipy.sparse as sp
 
 from evsim import config
 from evsim.connectivity import Rule
-from evsim.kernels.lif import COND
 from evsim.kernels import cpu_events as kev
+from evsim.kernels.lif import COND
 
 __all__ = ["Projection"]
 
