@@ -27,7 +27,8 @@ import numpy as np
 
 from evsim import _validate as check
 from evsim import config, threads
-from evsim.kernels import cpu_dense, reference
+from evsim.kernels import cpu_dense
+from evsim.kernels.contract import EGRUArgs, EGRUSaved
 
 BACKENDS = ("cpu", "dense", "reference", "cuda")
 GRAD_KEYS = ("x", "W", "R", "bx", "br", "thr", "h0", "y0")
@@ -45,6 +46,12 @@ class EGRUResult:
     h_last, y_last : (B, H) state after each sample's last step.
     trace : (T, B, H) output trace, or None when not requested.
     stats : dict of counters (see :func:`egru_forward`).
+    events : event lists ``(idx, cnt)``: ``idx[t + 1, b, :cnt[t + 1, b]]`` are
+        the units of sample b that fired at step t (slot 0 holds y0).
+        Event-driven backends only; None otherwise.
+    args : the checked arguments of the pass (:class:`evsim.kernels.contract.EGRUArgs`).
+    saved : what the backend saved for the backward pass
+        (:class:`evsim.kernels.contract.EGRUSaved`), None with ``training=False``.
     """
 
     y: np.ndarray
@@ -54,28 +61,43 @@ class EGRUResult:
     y_last: np.ndarray
     trace: np.ndarray | None
     stats: dict
-    _ctx: dict = field(repr=False, default_factory=dict)
-
-    @property
-    def events(self):
-        """Event lists ``(idx, cnt)``: ``idx[t + 1, b, :cnt[t + 1, b]]`` are the
-        units of sample b that fired at step t (slot 0 holds y0). Event-driven
-        backends only; None otherwise."""
-        ctx = self._ctx
-        return (ctx["ev_idx"], ctx["ev_cnt"]) if "ev_idx" in ctx else None
+    events: tuple | None = None
+    args: EGRUArgs | None = field(default=None, repr=False)
+    saved: EGRUSaved | None = field(default=None, repr=False)
 
     def backward_active(self):
         """(T, B, H) bool: units whose output can carry a gradient (fired, or
-        inside the surrogate band). None when the forward saved nothing."""
-        ctx = self._ctx
-        if ctx.get("dense_gru"):
-            return np.ones(self.y.shape, bool)
-        v = ctx.get("saved", {}).get("v")
-        if v is None or v.shape != self.y.shape:
+        inside the surrogate band), on every backend. None when the forward
+        saved nothing (``training=False``)."""
+        if self.saved is None:
             return None
-        if ctx["backend"] in ("cpu", "dense"):
-            return _backend_module(ctx["backend"]).backward_active(ctx)[0]
-        return reference.backward_active(v, self.c, ctx["thr"], ctx["support"])
+        if self.args.dense_gru:
+            return np.ones(self.y.shape, bool)
+        return _active_set(self)[0]
+
+
+def _active_set(result):
+    """(mask, counts) of the backward-active units, computed by the backend
+    once per forward pass and kept in the saved record."""
+    saved = result.saved
+    if saved.active is None:
+        saved.active = _backend_module(result.args.backend).egru_backward_active(result.args,
+                                                                                  saved)
+    return saved.active
+
+
+def _active_count(result):
+    """(active, rows): backward-active unit-steps over the steps t - 1 whose
+    recurrent gradient BPTT needs (t = 1 .. length - 1 of each sample), and
+    all unit-steps there."""
+    args = result.args
+    T, _, H = args.shape
+    alive = np.arange(1, T)[:, None] < args.lengths[None, :]  # steps t - 1 = 0 .. T - 2
+    rows = int(alive.sum()) * H
+    if args.dense_gru:
+        return rows, rows
+    counts = _active_set(result)[1]
+    return int((counts[:-1] * alive).sum()), rows
 
 
 def egru_forward(x, W, R, bx, br, thr, h0=None, y0=None, *, damp=None, support=None,
@@ -184,8 +206,8 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
 
 
 def _backward(result, dy, dh_last, dy_last, dtrace):
-    ctx = result._ctx
-    if not ctx.get("training"):
+    args = result.args
+    if result.saved is None:
         raise ValueError("result comes from a forward pass with training=False; "
                          "run egru_forward(..., training=True) to back-propagate")
     T, B, H = result.y.shape
@@ -196,20 +218,25 @@ def _backward(result, dy, dh_last, dy_last, dtrace):
         "dh_last", dh_last, (B, H), dtype)
     dyl = np.zeros((B, H), dtype) if dy_last is None else check.float_array(
         "dy_last", dy_last, (B, H), dtype)
+    backend = _backend_module(args.backend)
     if dtrace is not None:
         if result.trace is None:
             raise ValueError("dtrace given but the forward pass computed no trace; "
                              "pass trace_alpha to egru_forward")
         check.float_array("dtrace", dtrace, (T, B, H), dtype)
         dy = dy.copy()
-        _backend_module(ctx["backend"]).output_trace_backward(dtrace, ctx["trace_alpha"], dy)
-    grads = _backend_module(ctx["backend"]).backward(ctx, dy, dh.copy(), dyl.copy(),
-                                                     result.stats)
-    result.stats.setdefault("bwd_macs_event", result.stats["bwd_macs"])
+        backend.output_trace_backward(dtrace, args.trace_alpha, dy)
+    active, rows = _active_count(result)
+    grads, stats = backend.egru_backward(args, result.saved, result.events, active, rows,
+                                         result.stats["activity"], dy, dh.copy(), dyl.copy())
+    stats.setdefault("bwd_macs_event", stats["bwd_macs"])
+    stats.update(backward_active=active / max(rows, 1),
+                 backward_sparsity=1.0 - active / max(rows, 1))
+    result.stats.update(stats)
     grads = {k: grads[k] for k in ("drive", "R", "br", "thr", "h0", "y0")}
-    if ctx["x"] is not None:
-        grads.update(_input_drive_backward(ctx["x"], ctx["W"], grads["drive"]))
-    if ctx["dense_gru"]:
+    if args.x is not None:
+        grads.update(_input_drive_backward(args.x, args.W, grads["drive"]))
+    if args.dense_gru:
         grads["h0"] = grads["h0"] + grads["y0"]
         grads["y0"] = np.zeros_like(grads["y0"])
     return grads
@@ -260,23 +287,23 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
     keep, keep_mode = _zoneout_keep(zoneout, zoneout_mask, training, (T, B, H), dt, rng)
     rmask = _dropconnect_mask(dropconnect, dropconnect_mask, training, R.shape, dt, rng)
     a = _input_drive(x, W, bx) if a is None else a
-    ctx = dict(x=x, W=W, bx=bx, a=a, R=R, br=br, thr=thr, h0=h0, y0=y0, damp=damp,
-               support=support, training=bool(training), backend=backend, keep=keep,
-               keep_mode=keep_mode, rmask=rmask, Reff=R if rmask is None else R * rmask,
-               lengths=lengths, dense_gru=dense_gru, trace_alpha=trace_alpha)
+    args = EGRUArgs(backend=backend, a=a, R=R, Reff=R if rmask is None else R * rmask,
+                    rmask=rmask, br=br, thr=thr, h0=h0, y0=y0, keep=keep, keep_mode=keep_mode,
+                    lengths=lengths, damp=damp, support=support, dense_gru=dense_gru,
+                    training=bool(training), trace_alpha=trace_alpha, x=x, W=W)
     module = _backend_module(backend)
-    out = module.forward(ctx)
+    out, events, saved, fstats = module.egru_forward(args)
     trace = None
     if trace_alpha is not None:
         trace = np.zeros_like(out["y"])
         module.output_trace(out["y"], trace_alpha, trace)
     unit_steps = int(lengths.sum()) * H
-    out["stats"].setdefault("fwd_macs_event", out["stats"]["fwd_macs"])
-    stats = dict(out["stats"], unit_steps=unit_steps,
-                 activity=out["stats"]["events"] / unit_steps,
+    fstats.setdefault("fwd_macs_event", fstats["fwd_macs"])
+    stats = dict(fstats, unit_steps=unit_steps, activity=fstats["events"] / unit_steps,
                  input_macs=int(lengths.sum()) * In * 3 * H if x is not None else 0)
     return EGRUResult(y=out["y"], h=out["h"], c=out["c"], h_last=out["h_last"],
-                      y_last=out["y_last"], trace=trace, stats=stats, _ctx=ctx)
+                      y_last=out["y_last"], trace=trace, stats=stats, events=events,
+                      args=args, saved=saved)
 
 
 def _input_drive(x, W, bx):
@@ -331,81 +358,19 @@ def _dropconnect_mask(p, mask, training, shape, dtype, rng):
 
 
 def _backend_module(name):
+    """The backend adapter for ``name`` (the oracle's only for "reference")."""
     if name in ("cpu", "dense"):
         from evsim.kernels import cpu_backend
 
         return cpu_backend
     if name == "reference":
-        return _ReferenceBackend
+        from evsim.kernels import reference_backend
+
+        return reference_backend
     from evsim.kernels import cuda
 
     cuda.require()
     return cuda
-
-
-class _ReferenceBackend:
-    """Adapter from the functional context to :mod:`evsim.kernels.reference`."""
-
-    output_trace = staticmethod(lambda y, a, out: out.__setitem__(
-        slice(None), reference.output_trace(y, a)))
-
-    @staticmethod
-    def output_trace_backward(dtrace, alpha, dy):
-        dy += reference.output_trace_backward(dtrace, alpha)
-
-    @staticmethod
-    def forward(ctx):
-        keep = _dense_keep(ctx)
-        x, W, bx = _reference_inputs(ctx)
-        out = reference.forward(x, W, ctx["R"], bx, ctx["br"],
-                                ctx["thr"], ctx["h0"], ctx["y0"], keep=keep,
-                                rmask=ctx["rmask"], lengths=ctx["lengths"],
-                                dense_gru=ctx["dense_gru"])
-        ctx["saved"] = out
-        H = ctx["R"].shape[0]
-        steps = int(ctx["lengths"].sum())
-        events = int(out["c"].sum())
-        out["stats"] = dict(events=events, fwd_macs=steps * H * 3 * H,
-                            fwd_macs_dense=steps * H * 3 * H)
-        return out
-
-    @staticmethod
-    def backward(ctx, dy, dh, dy_last, stats):
-        x, W, _ = _reference_inputs(ctx)
-        grads = reference.backward(x, W, ctx["R"], ctx["thr"], ctx["saved"],
-                                   dy, dh_last=dh, dy_last=dy_last, keep=_dense_keep(ctx),
-                                   rmask=ctx["rmask"], damp=ctx["damp"],
-                                   support=ctx["support"], lengths=ctx["lengths"],
-                                   dense_gru=ctx["dense_gru"])
-        H = ctx["R"].shape[0]
-        steps = int(ctx["lengths"].sum())
-        dense = (2 * steps - len(ctx["lengths"])) * H * 3 * H
-        saved = ctx["saved"]
-        active, rows = reference.backward_active_count(saved["v"], saved["c"], ctx["thr"],
-                                                       ctx["support"], ctx["lengths"],
-                                                       ctx["dense_gru"])
-        stats.update(bwd_macs=dense, bwd_macs_dense=dense, backward_active=active / max(rows, 1),
-                     backward_sparsity=1 - active / max(rows, 1))
-        return grads
-
-
-def _reference_inputs(ctx):
-    """(x, W, bx) for the reference; a given drive is fed through an identity W."""
-    if ctx["x"] is not None:
-        return ctx["x"], ctx["W"], ctx["bx"]
-    G = ctx["a"].shape[2]
-    return ctx["a"], np.eye(G, dtype=ctx["a"].dtype), np.zeros(G, ctx["a"].dtype)
-
-
-def _dense_keep(ctx):
-    """Zoneout keep factors as a full (T, B, H) array, or None."""
-    mode, keep = ctx["keep_mode"], ctx["keep"]
-    if mode == 0:
-        return None
-    if mode == 1:
-        return keep
-    T, B, _ = ctx["a"].shape
-    return np.full((T, B, ctx["R"].shape[0]), keep[0, 0, 0], keep.dtype)
 
 
 def gru_backward(result, dy, dh_last=None, *, dtrace=None):

@@ -113,7 +113,7 @@ def test_matches_cpu_and_reference(launch, size, activity, dtype):
         for b in range(B):
             np.testing.assert_array_equal(idx[s, b, : cnt[s, b]], cidx[s, b, : ccnt[s, b]])
     # the saved state stays on the device between forward and backward
-    assert hasattr(res._ctx["cuda_saved"]["v"], "copy_to_host")
+    assert hasattr(res.saved.v, "copy_to_host")
 
 
 @cuda_test
@@ -125,6 +125,22 @@ def test_backward_skips_inactive_rows(launch):
     _grads_close(grads, ref_grads, tol_for(np.float64))
     assert 0.0 < res.stats["backward_sparsity"] < 1.0
     assert res.stats["bwd_macs"] < res.stats["bwd_macs_dense"]
+
+
+@cuda_test
+@pytest.mark.parametrize("gru", [False, True])
+def test_backward_active_on_cuda(launch, gru):
+    """The backward-active set is there on CUDA too (computed on the device from
+    the saved state) and equals the CPU's; none without training."""
+    p = with_margin(make_problem(T=3, B=2, I=3, H=8, seed=7), 0.02)
+    kw = {} if gru else dict(damp=4.0, support=4.0)
+    run = p.gru if gru else p.forward
+    res, cpu = run(backend="cuda", **kw), run(backend="cpu", **kw)
+    mask = res.backward_active()
+    assert mask is not None and mask.dtype == bool and mask.shape == res.y.shape
+    np.testing.assert_array_equal(mask, cpu.backward_active())
+    assert mask.all() if gru else 0 < mask.mean() < 1
+    assert run(backend="cuda", training=False, **kw).backward_active() is None
 
 
 @cuda_test

@@ -21,7 +21,7 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evsim import _validate, config, egru_backward, threads
+from evsim import _validate, config, egru_backward, functional, threads
 from evsim.functional import GRAD_KEYS
 from evsim.kernels import cpu, cpu_backend, cpu_seq, reference
 
@@ -483,10 +483,10 @@ def test_saved_state_matches_reference():
     out = reference.forward(q["x"], q["W"], q["R"], q["bx"], q["br"], q["thr"], q["h0"],
                             q["y0"], keep=fkw["zoneout_mask"], rmask=fkw["dropconnect_mask"],
                             lengths=fkw["lengths"])
-    saved = res._ctx["saved"]
+    saved = res.saved
     alive = np.arange(5)[:, None] < fkw["lengths"][None, :]
     for k in ("v", "z", "r", "g", "qg"):
-        assert_close(saved[k][alive], out[k][alive], 1e-10, k)
+        assert_close(getattr(saved, k)[alive], out[k][alive], 1e-10, k)
 
 
 # --------------------------------------------------------------------------
@@ -551,9 +551,19 @@ def test_backward_active_mask_matches_reference(case):
     NumPy reference's, and so does its count over the steps BPTT needs."""
     p, fkw, _ = _setup(case, seed=17)
     res = p.forward(backend="cpu", **fkw)
-    ctx = res._ctx
-    want = reference.backward_active(ctx["saved"]["v"], res.c, ctx["thr"], ctx["support"])
+    args = res.args
+    want = reference.backward_active(res.saved.v, res.c, args.thr, args.support)
     np.testing.assert_array_equal(res.backward_active(), want)
-    _, active, rows = cpu_backend.backward_active(ctx)
-    assert (active, rows) == reference.backward_active_count(
-        ctx["saved"]["v"], res.c, ctx["thr"], ctx["support"], ctx["lengths"])
+    assert functional._active_count(res) == reference.backward_active_count(
+        res.saved.v, res.c, args.thr, args.support, args.lengths)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "dense", "reference"])
+def test_backward_active_on_every_cpu_backend(backend):
+    """Every backend fills the same saved record, so the backward-active set is
+    there whatever the backend (CUDA: tests/test_cuda.py)."""
+    p, fkw, _ = _setup("lengths", seed=5)
+    res = p.forward(backend=backend, **fkw)
+    want = p.forward(backend="cpu", **fkw).backward_active()
+    np.testing.assert_array_equal(res.backward_active(), want)
+    assert p.forward(backend=backend, training=False, **fkw).backward_active() is None

@@ -27,7 +27,7 @@ def _two_egru_net(backend="cpu", sparse=True, seed=3):
 
 
 def _membranes(net, fp):
-    return {n: fp._runs[n].saved._ctx["saved"]["v"] for n in ("e1", "e2")}
+    return {n: fp._runs[n].saved.saved.v for n in ("e1", "e2")}
 
 
 def _with_margin(net, inputs, lengths, margin=MARGIN, rounds=40):
@@ -127,7 +127,7 @@ def test_fd_egru_trace_output():
     thr = net.populations["e"].params["thr"]
     for _ in range(20):
         fp = net.forward({"x": x}, training=True)
-        v = fp._runs["e"].saved._ctx["saved"]["v"]
+        v = fp._runs["e"].saved.saved.v
         bad = np.abs(v - thr).min(axis=(0, 1)) < MARGIN
         if not bad.any():
             break

@@ -1,4 +1,5 @@
-"""Adapter from the functional API's context to the Numba CPU kernels.
+"""Adapter from the functional API's records (:mod:`evsim.kernels.contract`)
+to the Numba CPU kernels.
 
 Allocates every buffer once per call, picks the kernel and its threads
 (:mod:`evsim.threads`), runs it, and turns the kernels' counters into
@@ -17,6 +18,7 @@ import numpy as np
 
 from evsim import _validate, config, threads
 from evsim.kernels import cpu, cpu_dense, cpu_events, cpu_seq
+from evsim.kernels.contract import EGRUSaved
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
 _SAVED = ("v", "z", "r", "g", "qg")
@@ -53,23 +55,16 @@ def _step_blocks():
     return max(1, min(64, os.cpu_count() or 1))
 
 
-def backward_active(ctx):
-    """(mask (T, B, H) bool, active, rows) of the backward-active units of a
-    training forward pass: computed once per pass by a kernel and kept in
-    ``ctx``. ``active`` counts them over the steps t - 1 whose recurrent
-    gradient BPTT needs (t = 1 .. length - 1 of each sample), ``rows`` all
-    unit-steps there."""
-    if "backward_active" not in ctx:
-        v = ctx["saved"]["v"]
-        T, B, H = v.shape
-        mask = np.empty((T, B, H), np.bool_)
-        counts = np.empty((T, B), np.int64)
-        cpu.backward_active_mask(v, ctx["thr"], v.dtype.type(ctx["support"]),
-                                 ctx["dense_gru"], mask, counts)
-        alive = np.arange(1, T)[:, None] < ctx["lengths"][None, :]  # steps t - 1 = 0 .. T - 2
-        ctx["backward_active"] = (mask, int((counts[:-1] * alive).sum()),
-                                  int(alive.sum()) * H)
-    return ctx["backward_active"]
+def egru_backward_active(args, saved):
+    """(mask (T, B, H) bool, counts (T, B) int64) of the backward-active units
+    of a training forward pass, by a kernel."""
+    v = saved.v
+    T, B, H = v.shape
+    mask = np.empty((T, B, H), np.bool_)
+    counts = np.empty((T, B), np.int64)
+    cpu.backward_active_mask(v, args.thr, v.dtype.type(args.support), args.dense_gru, mask,
+                             counts)
+    return mask, counts
 
 
 def _events_feeding(ev_cnt, lengths):
@@ -79,14 +74,15 @@ def _events_feeding(ev_cnt, lengths):
     return int((ev_cnt[:T] * alive).sum())
 
 
-def forward(ctx):
-    """Run the forward kernel; store what the backward needs in ``ctx``."""
-    a = ctx["a"]
-    T, B, _ = a.shape
-    H = ctx["R"].shape[0]
+def egru_forward(args):
+    """Run the forward kernel. Returns (outputs: dict of host arrays ``y, h, c,
+    h_last, y_last``; events ``(ev_idx, ev_cnt)``; :class:`EGRUSaved` or None;
+    stats)."""
+    a = args.a
+    T, B, H = args.shape
     dt = a.dtype
     out = {k: np.zeros((T, B, H), dt) for k in ("y", "h", "c")}
-    save = ctx["training"]
+    save = args.training
     saved = {k: np.zeros((T, B, H) if save else (1, 1, 1), dt) for k in _SAVED}
     out["h_last"] = np.empty((B, H), dt)
     out["y_last"] = np.empty((B, H), dt)
@@ -94,9 +90,9 @@ def forward(ctx):
     ev_cnt = np.zeros((T + 1, B), np.int32)
     q = np.zeros((B, 3 * H), dt)
     counts = np.zeros((B, 4), np.int64)
-    switch = -1.0 if ctx["backend"] == "dense" else forward_switch(B)
-    args_in = (a, ctx["Reff"], ctx["br"], ctx["thr"], ctx["h0"], ctx["y0"], ctx["keep"],
-               ctx["keep_mode"], ctx["lengths"], ctx["dense_gru"], switch, save,
+    switch = -1.0 if args.backend == "dense" else forward_switch(B)
+    args_in = (a, args.Reff, args.br, args.thr, args.h0, args.y0, args.keep, args.keep_mode,
+               args.lengths, args.dense_gru, switch, save,
                out["y"], out["h"], out["c"], *(saved[k] for k in _SAVED),
                out["h_last"], out["y_last"], ev_idx, ev_cnt, q, counts)
     work = T * B * H * 3 * H
@@ -112,35 +108,39 @@ def forward(ctx):
     if total[3]:
         raise ValueError("R contains NaN or infinite values (in rows of units that fired; "
                          f"{int(total[3])} recurrent drives were not finite)")
-    ctx.update(saved=saved, y=out["y"], h=out["h"], c=out["c"], ev_idx=ev_idx, ev_cnt=ev_cnt)
+    record = EGRUSaved(y=out["y"], h=out["h"], c=out["c"], **saved) if save else None
     # a GRU has no events: its outputs are dense, whatever their values
-    needed = int(total[1]) if ctx["dense_gru"] else _events_feeding(ev_cnt, ctx["lengths"]) * 3 * H
-    out["stats"] = dict(events=int(total[0]), fwd_macs=int(total[1]), fwd_macs_event=needed,
-                        fwd_macs_dense=int(total[2]))
-    return out
+    needed = int(total[1]) if args.dense_gru else _events_feeding(ev_cnt, args.lengths) * 3 * H
+    stats = dict(events=int(total[0]), fwd_macs=int(total[1]), fwd_macs_event=needed,
+                 fwd_macs_dense=int(total[2]))
+    return out, (ev_idx, ev_cnt), record, stats
 
 
-def backward(ctx, dy, dh, dy_last, stats):
-    """Run the (sparse or dense) backward kernels; return the gradient dict
-    (``drive``: dL/da of the input drive, ``R, br, thr, h0, y0``)."""
-    R, thr = ctx["R"], ctx["thr"]
-    T, B, G = ctx["a"].shape
+def egru_backward(args, saved, events, active, rows, activity, dy, dh, dy_last):
+    """Run the (sparse or dense) backward kernels.
+
+    ``events``: the forward's event lists; ``active``, ``rows``: backward-active
+    unit-steps among those BPTT needs; ``activity``: the forward's. Returns
+    (gradients: ``drive`` (dL/da of the input drive), ``R, br, thr, h0, y0``;
+    stats).
+    """
+    R, thr = args.R, args.thr
+    T, B, G = args.a.shape
     H = R.shape[0]
     dt = R.dtype
-    saved = ctx["saved"]
     da = np.zeros((T, B, G), dt)
     dq = np.zeros((T, B, G), dt)
     dthr_b = np.zeros((B, H), dt)
     counts = np.zeros((B, 2), np.int64)
-    lengths = ctx["lengths"]
-    _, active, rows = backward_active(ctx)
-    event_driven = ctx["backend"] != "dense"
+    lengths = args.lengths
+    ev_idx, ev_cnt = events
+    event_driven = args.backend != "dense"
     sparse_dy = event_driven and active <= backward_switch(B, H) * rows
-    event_dR = event_driven and stats["activity"] <= dR_switch(B)
-    args_in = (ctx["Reff"], thr, ctx["keep"], ctx["keep_mode"], ctx["lengths"],
-               ctx["dense_gru"], dt.type(ctx["damp"]), dt.type(ctx["support"]))
-    args_saved = (ctx["c"], saved["v"], saved["z"], saved["r"], saved["g"], saved["qg"],
-                  ctx["h0"], ctx["h"], dy, dh, dy_last, da, dq, dthr_b, counts)
+    event_dR = event_driven and activity <= dR_switch(B)
+    args_in = (args.Reff, thr, args.keep, args.keep_mode, lengths, args.dense_gru,
+               dt.type(args.damp), dt.type(args.support))
+    args_saved = (saved.c, saved.v, saved.z, saved.r, saved.g, saved.qg, args.h0, saved.h, dy,
+                  dh, dy_last, da, dq, dthr_b, counts)
     work = T * B * H * G
     # Units split per step: at batch 1 from UNIT_SPLIT_MIN_H units; with a batch
     # when most units are backward-active (one BLAS product over the whole batch
@@ -157,28 +157,26 @@ def backward(ctx, dy, dh, dy_last, stats):
                                   threads.tile_size(B))
     # dR = sum over steps of y_{t-1}^T dq_t: the recurrent projection's weight
     # gradient, one product or event by event, rows split over threads either way
-    yprev = np.concatenate([ctx["y0"][None], ctx["y"][:-1]])
+    yprev = np.concatenate([args.y0[None], saved.y[:-1]])
     with threads.numba_threads(threads.plan_product(work)):
         if not event_dR:
             dR = cpu_dense.matmul_at(yprev.reshape(T * B, H), dq.reshape(T * B, G))
             dR_macs = int(lengths.sum()) * H * G
         else:  # event by event: only rows of units that fired (slot t feeds step t)
             dR = np.empty_like(R)
-            dR_macs = cpu_events.grad_weight_dense(ctx["ev_idx"][:T], ctx["ev_cnt"][:T], yprev,
-                                                   dq, lengths, dR)
+            dR_macs = cpu_events.grad_weight_dense(ev_idx[:T], ev_cnt[:T], yprev, dq, lengths,
+                                                   dR)
     if not _validate.all_finite(da):  # a non-finite row of R read only by the backward
         raise ValueError("the gradient is not finite: R contains NaN or infinite values in "
                          "rows of backward-active units, or the gradient overflowed")
-    if ctx["rmask"] is not None:
-        dR *= ctx["rmask"]
+    if args.rmask is not None:
+        dR *= args.rmask
     rows_done, rows_dense = counts.sum(axis=0)
     done = int(rows_done) * G + dR_macs
-    needed = done if ctx["dense_gru"] else (active + _events_feeding(ctx["ev_cnt"], lengths)) * G
-    stats.update(bwd_macs=done, bwd_macs_event=needed,
-                 bwd_macs_dense=int(rows_dense) * G + int(lengths.sum()) * H * G,
-                 backward_active=active / max(rows, 1),
-                 backward_sparsity=1.0 - active / max(rows, 1))
-    return {
+    needed = done if args.dense_gru else (active + _events_feeding(ev_cnt, lengths)) * G
+    stats = dict(bwd_macs=done, bwd_macs_event=needed,
+                 bwd_macs_dense=int(rows_dense) * G + int(lengths.sum()) * H * G)
+    grads = {
         "drive": da,
         "R": dR,
         "br": dq.reshape(T * B, G).sum(axis=0),
@@ -186,3 +184,4 @@ def backward(ctx, dy, dh, dy_last, stats):
         "h0": dh,
         "y0": dy_last,
     }
+    return grads, stats

@@ -1,7 +1,8 @@
 """numba.cuda kernels for the EGRU and for event-driven projections.
 
-The same backend contract as :mod:`evsim.kernels.cpu_backend` (``forward``,
-``backward``, ``output_trace``, ``output_trace_backward``), on the GPU. The cell
+The same backend contract as :mod:`evsim.kernels.cpu_backend`
+(``egru_forward``, ``egru_backward``, ``egru_backward_active``, ``output_trace``,
+``output_trace_backward``), on the GPU. The cell
 maths is the one of :mod:`evsim.kernels._cell`, compiled here as CUDA device
 functions: no formula is repeated in this file.
 
@@ -56,6 +57,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from evsim import config
+from evsim.kernels.contract import EGRUSaved
 
 try:  # importing numba's CUDA target must never make this module fail
     from numba import cuda
@@ -70,6 +72,7 @@ else:
 MAX_BLOCKS = 65535
 
 _SAVED = ("v", "z", "r", "g", "qg")
+_RECORD = ("y", "h", "c") + _SAVED  # the fields of EGRUSaved
 
 
 # --------------------------------------------------------------------------
@@ -667,6 +670,27 @@ def _steps(dtype, keep_mode, dense_gru, save):
     return SimpleNamespace(fwd_step=fwd_step, bwd_step=bwd_step)
 
 
+@functools.lru_cache(maxsize=None)
+def _active(dtype, dense_gru):
+    """The backward-active mask kernel (the cell's test, as the backward applies it)."""
+    _cuda()
+    backward_active = _cell_device().backward_active
+
+    @cuda.jit
+    def mask(v, thr, support, out):
+        """out[t, b, i] (uint8 out) = 1 where unit i of sample b at step t fired
+        or sat inside the surrogate band. v (T, B, H) in, thr (H,) in."""
+        T, B, H = v.shape
+        for w in range(cuda.grid(1), T * B * H, cuda.gridsize(1)):
+            i = w % H
+            tb = w // H
+            t = tb // B
+            b = tb % B
+            out[t, b, i] = 1 if backward_active(v[t, b, i], thr[i], support, dense_gru) else 0
+
+    return SimpleNamespace(mask=mask)
+
+
 # --------------------------------------------------------------------------
 # Device-array helpers
 
@@ -920,15 +944,17 @@ def event_weight_grad(y, dout):
 
 
 # --------------------------------------------------------------------------
-# Backend contract of evsim.functional (host arrays in, host arrays out)
+# Backend contract of evsim.functional (records of evsim.kernels.contract;
+# host arrays in, host arrays out, the saved state kept on the device)
 
 
-def forward(ctx):
-    """Forward for :mod:`evsim.functional`; device arrays are kept in ``ctx``
-    for :func:`backward`."""
+def egru_forward(args):
+    """Forward for :mod:`evsim.functional`: (host outputs ``y, h, c, h_last,
+    y_last``; host event lists; :class:`EGRUSaved` of device arrays or None;
+    stats)."""
     require()
-    a = ctx["a"]
-    dev = {n: _dev(ctx[n]) for n in ("a", "Reff", "br", "thr", "h0", "y0", "keep", "lengths")}
+    dev = {n: _dev(getattr(args, n)) for n in ("a", "Reff", "br", "thr", "h0", "y0", "keep",
+                                                "lengths")}
     d = forward_device(
         dev["a"],
         dev["Reff"],
@@ -937,67 +963,73 @@ def forward(ctx):
         dev["h0"],
         dev["y0"],
         dev["keep"],
-        ctx["keep_mode"],
+        args.keep_mode,
         dev["lengths"],
-        ctx["dense_gru"],
-        ctx["training"],
+        args.dense_gru,
+        args.training,
     )
     out = {n: d[n].copy_to_host() for n in ("y", "h", "c", "h_last", "y_last")}
-    ctx.update(
-        cuda_dev=dev,
-        cuda_saved=d,
-        y=out["y"],
-        h=out["h"],
-        c=out["c"],
-        ev_idx=d["ev_idx"].copy_to_host(),
-        ev_cnt=d["ev_cnt"].copy_to_host(),
-    )
+    events = (d["ev_idx"].copy_to_host(), d["ev_cnt"].copy_to_host())
+    saved = EGRUSaved(**{n: d[n] for n in _RECORD}) if args.training else None
     counts = d["counts"].copy_to_host()
-    H = a.shape[2] // 3
+    T, B, H = args.shape
     total = counts.sum(axis=0)
-    out["stats"] = dict(
+    stats = dict(
         events=int(total[0]),
         fwd_macs=int(total[1]),
-        fwd_macs_dense=int(ctx["lengths"].sum()) * H * 3 * H,
+        fwd_macs_dense=int(args.lengths.sum()) * H * 3 * H,
     )
-    return out
+    return out, events, saved, stats
 
 
-def backward(ctx, dy, dh, dy_last, stats):
-    """Backward for :mod:`evsim.functional`: sparse BPTT on the device arrays of
-    :func:`forward`; returns host arrays ``drive, R, br, thr, h0, y0``."""
+
+def egru_backward_active(args, saved):
+    """(mask (T, B, H) bool, counts (T, B) int64) of the backward-active units,
+    computed on the device from the saved membrane values."""
     require()
-    dev, saved = ctx["cuda_dev"], ctx["cuda_saved"]
-    rmask = None if ctx["rmask"] is None else _dev(ctx["rmask"])
+    v = saved.v
+    T, B, H = v.shape
+    mask = _zeros((T, B, H), np.uint8)
+    _active(np.dtype(v.dtype), bool(args.dense_gru)).mask[_grid1(T * B * H)](
+        v, _dev(args.thr), args.support, mask
+    )
+    host = mask.copy_to_host().astype(np.bool_)
+    return host, host.sum(axis=2, dtype=np.int64)
+
+
+def egru_backward(args, saved, events, active, rows, activity, dy, dh, dy_last):
+    """Backward for :mod:`evsim.functional`: sparse BPTT on the device arrays of
+    :func:`egru_forward`; returns (host gradients ``drive, R, br, thr, h0, y0``;
+    stats)."""
+    require()
+    rmask = None if args.rmask is None else _dev(args.rmask)
     res = backward_device(
-        dev["Reff"],
-        dev["thr"],
-        dev["keep"],
-        ctx["keep_mode"],
-        dev["lengths"],
-        ctx["dense_gru"],
-        ctx["damp"],
-        ctx["support"],
-        saved,
-        dev["h0"],
-        dev["y0"],
+        _dev(args.Reff),
+        _dev(args.thr),
+        _dev(args.keep),
+        args.keep_mode,
+        _dev(args.lengths),
+        args.dense_gru,
+        args.damp,
+        args.support,
+        {n: getattr(saved, n) for n in _RECORD},
+        _dev(args.h0),
+        _dev(args.y0),
         _dev(dy),
         _dev(dh),
         _dev(dy_last),
         rmask,
     )
-    T, B, G = ctx["a"].shape
-    H = G // 3
-    lengths = ctx["lengths"]
-    active = int(res["active_rows"].copy_to_host().sum())
+    T, B, H = args.shape
+    G = 3 * H
+    lengths = args.lengths
+    done = int(res["active_rows"].copy_to_host().sum())
     dense_rows = int(np.maximum(lengths - 1, 0).sum()) * H
-    stats.update(
-        bwd_macs=active * G + res["dR_events"] * G,
+    stats = dict(
+        bwd_macs=done * G + res["dR_events"] * G,
         bwd_macs_dense=dense_rows * G + int(lengths.sum()) * H * G,
-        backward_active=active / max(dense_rows, 1),
-        backward_sparsity=1.0 - active / max(dense_rows, 1),
     )
-    return {n: res[n].copy_to_host() for n in ("drive", "R", "br", "thr", "h0", "y0")}
+    return {n: res[n].copy_to_host() for n in ("drive", "R", "br", "thr", "h0", "y0")}, stats
 
 
 def output_trace(y, alpha, trace):
