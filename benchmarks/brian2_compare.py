@@ -333,7 +333,7 @@ def evsim_run(duration, scale, seed):
     compile_s = time.perf_counter() - t0
     del warm
     net = evsim_cuba(scale, seed)
-    mon_e, mon_i = (net.monitor(p, "events", dt=net.dt) for p in ("E", "I"))
+    mon_e, mon_i = (net.monitor(p, "events") for p in ("E", "I"))
     n_steps = int(round(duration * 1000.0 / net.dt))
     reset_peak_rss()
     t0 = time.perf_counter()
@@ -360,7 +360,7 @@ def evsim_memory_worker(args):
     del warm
     net = evsim_cuba(args.scale, args.seed)
     with tempfile.TemporaryDirectory(prefix="evsim-cuba-") as tmp:
-        mons = [net.monitor(p, "events", dt=net.dt, path=os.path.join(tmp, f"{p}.h5"))
+        mons = [net.monitor(p, "events", path=os.path.join(tmp, f"{p}.h5"))
                 for p in "EI"]
         before_run = peak_rss_mb("VmRSS")
         peak_reset = reset_peak_rss()

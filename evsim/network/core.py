@@ -155,7 +155,9 @@ class Network:
     def monitor(self, population, kind, **options):
         """Create and attach a monitor: kind "events" (EventMonitor), "state"
         (StateMonitor; ``variables`` must be variables of the population) or
-        "activity" (ActivityMonitor). Options go to the monitor's constructor."""
+        "activity" (ActivityMonitor). Options go to the monitor's constructor.
+        An event monitor's step duration ``dt`` defaults to the network's, in
+        seconds (``net.dt / 1000``), so that its ``rates()`` are in Hz."""
         pop = self._pop(population)
         if kind not in MONITOR_KINDS:
             raise ValueError(f"unknown monitor kind {kind!r}; choose one of "
@@ -170,6 +172,8 @@ class Network:
                                      f"variable {v!r}; it has {list(pop.variables)}")
         from evsim import monitors
 
+        if kind == "events":
+            options.setdefault("dt", self.dt / 1000.0)
         cls = getattr(monitors, MONITOR_KINDS[kind])
         return self.attach(pop, cls(pop.name, **options))
 
@@ -268,8 +272,10 @@ class Network:
 
         Returns
         -------
-        dict with the keys of :meth:`params`: true gradients (no clipping).
-        Adds the backward counters to ``fp.stats`` and ``fp.projection_stats``.
+        NetworkGradients
+            A dict with the keys of :meth:`params`: true gradients (no
+            clipping); the backward's counters are in its ``stats`` (per
+            population) and ``projection_stats``. ``fp`` is not changed.
         """
         return backprop.backward(self, fp, grads)
 
