@@ -543,6 +543,10 @@ def parse_args(argv=None):
     ap.add_argument("--brian2-python", default=BRIAN2_PYTHON,
                     help="the Brian2 venv's python (default %(default)s)")
     ap.add_argument("--modes", default=",".join(MODES), help="Brian2 modes, comma-separated")
+    ap.add_argument("--suite", action="store_true",
+                    help="the issue's set: 1 s at --seeds in every mode, one 10 s run and one "
+                         "network 10x larger (cython and cpp_standalone), evsim's memory on "
+                         "a 10 s run; one report")
     ap.add_argument("--skip-evsim", action="store_true")
     ap.add_argument("--skip-brian2", action="store_true")
     ap.add_argument("--memory", action="store_true",
@@ -568,13 +572,8 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.worker == "brian2":
-        return brian2_worker(args)
-    if args.worker == "evsim-memory":
-        return evsim_memory_worker(args)
-
+def run_config(args):
+    """evsim and Brian2 runs of one (duration, scale) over the seeds and modes."""
     results, memory = [], None
     if not args.skip_evsim:
         for seed in args.seed_list:
@@ -596,16 +595,44 @@ def main(argv=None):
                         results.append(res)
                         print(f"brian2 {mode} seed {seed}: {res['run_s']:.3f} s",
                               file=sys.stderr)
-    if not results:
-        sys.exit("no results")
-    text = report(args, results, memory)
-    print(text)
+    return results, memory
+
+
+def suite_configs(args):
+    """The --suite set: (title, args) per configuration."""
+    fast = [m for m in args.mode_list if m != "numpy"]
+    one = argparse.Namespace(**vars(args))
+    one.memory = True
+    ten = argparse.Namespace(**vars(args), )
+    ten.duration, ten.seed_list, ten.mode_list, ten.memory = 10.0, args.seed_list[:1], fast, False
+    big = argparse.Namespace(**vars(args))
+    big.scale, big.seed_list, big.mode_list, big.memory = 10, args.seed_list[:1], fast, False
+    return [("1 s, 4000 cells", one), ("10 s, 4000 cells", ten),
+            ("1 s, 40,000 cells (10x)", big)]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker == "brian2":
+        return brian2_worker(args)
+    if args.worker == "evsim-memory":
+        return evsim_memory_worker(args)
+    configs = suite_configs(args) if args.suite else [(None, args)]
+    texts, everything = [], []
+    for title, cfg in configs:
+        results, memory = run_config(cfg)
+        if not results:
+            sys.exit("no results")
+        text = report(cfg, results, memory)
+        texts.append(text if title is None else f"## {title}\n\n{text}")
+        print(texts[-1])
+        everything.append(dict(title=title, results=results, memory=memory))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(results=results, memory=memory), f, indent=1)
+            json.dump(everything, f, indent=1)
     if args.save:
         with open(args.save, "w") as f:
-            f.write("# evsim and Brian2 on Brian2's CUBA example\n\n" + text)
+            f.write("# evsim and Brian2 on Brian2's CUBA example\n\n" + "\n\n".join(texts))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,24 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @numba.njit(**_JIT)
+def place_synapses(indptr, filled, a0, p_indptr, p_indices, p_w, p_d, d_add, base, slot, w, d):
+    """Copy one projection's CSR rows (source units a0 ..) into the global CSR
+    after the synapses already placed there (``filled`` per unit, updated):
+    target slot ``base + index``, weight, delay ``p_d[k] + d_add`` (p_d of
+    length 1: one delay for all)."""
+    one = p_d.shape[0] == 1
+    for i in range(p_indptr.shape[0] - 1):
+        g = a0 + i
+        pos = indptr[g] + filled[g]
+        for k in range(p_indptr[i], p_indptr[i + 1]):
+            slot[pos] = base + p_indices[k]
+            w[pos] = p_w[k]
+            d[pos] = (p_d[0] if one else p_d[k]) + d_add
+            pos += 1
+        filled[g] += p_indptr[i + 1] - p_indptr[i]
+
+
+@numba.njit(**_JIT)
 def _receptors(kind, ak, ck, ek, cur, pend, ext_row, has_ext, acc, G, GE):
     """Arrivals and decay of one receptor of one population in one step:
     adds its term to the membrane input ``acc`` (currents) or to ``G``, ``GE``

@@ -93,15 +93,12 @@ class _Layout:
         self.d = np.empty(nnz, np.int64)
         filled = np.zeros(n, np.int64)  # synapses already placed per source unit
         for proj, (indptr, indices, values) in zip(projs, csrs):
-            a = self.n0[self.index[proj.source.name]]
-            rows = np.repeat(np.arange(proj.shape[0], dtype=np.int64), np.diff(indptr))
-            units = a + rows
-            pos = self.indptr[units] + filled[units] + (np.arange(rows.size) - indptr[rows])
+            delay = proj.delay
+            delays = np.array([delay], np.int64) if np.isscalar(delay) else delay
             base = self.s0[self.index[proj.target.name]] + proj.columns.start
-            self.slot[pos] = base + indices
-            self.w[pos] = values
-            self.d[pos] = proj.synapse_delays() + int(proj.name in delayed)
-            filled[a:a + proj.shape[0]] += np.diff(indptr)
+            snn_loop.place_synapses(self.indptr, filled, self.n0[self.index[proj.source.name]],
+                                    indptr, indices, values, delays,
+                                    int(proj.name in delayed), base, self.slot, self.w, self.d)
         if self.d.size and self.d.min() < 0:
             raise ValueError("projection delays must be >= 0 steps")
         self.ring_len = int(self.d.max(initial=0)) + 1
