@@ -34,6 +34,19 @@ BACKENDS = ("cpu", "dense", "reference", "cuda")
 GRAD_KEYS = ("x", "W", "R", "bx", "br", "thr", "h0", "y0")
 
 
+class Gradients(dict):
+    """Gradients of a backward pass: a dict name -> array, with the counters of
+    the work the backward did in ``stats`` (the forward's statistics are left
+    as they were)."""
+
+    def __init__(self, grads=(), stats=None):
+        super().__init__(grads)
+        self.stats = {} if stats is None else stats
+
+    def __repr__(self):
+        return f"{type(self).__name__}({list(self)}, stats={self.stats})"
+
+
 @dataclass
 class EGRUResult:
     """Outputs of :func:`egru_forward`.
@@ -191,12 +204,15 @@ def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):
 
     Returns
     -------
-    dict with keys ``x, W, R, bx, br, thr, h0, y0`` and ``drive`` (dL/d of
-    the input drive x W + bx): true gradients (no clipping). ``result.stats``
-    gains ``bwd_macs`` (done), ``bwd_macs_event`` (needed by sparse BPTT), ``bwd_macs_dense``,
-    ``backward_active`` (fraction of unit-steps whose recurrent gradient was
-    computed) and ``backward_sparsity`` (1 - backward_active).
-    For a GRU result, ``h0`` holds the whole gradient of the initial state.
+    Gradients
+        A dict with keys ``x, W, R, bx, br, thr, h0, y0`` and ``drive`` (dL/d
+        of the input drive x W + bx): true gradients (no clipping). Its
+        ``stats`` hold the backward's counters: ``bwd_macs`` (done),
+        ``bwd_macs_event`` (needed by sparse BPTT), ``bwd_macs_dense``,
+        ``backward_active`` (fraction of unit-steps whose recurrent gradient
+        can be non-zero: fired or inside the surrogate band) and
+        ``backward_sparsity`` (1 - backward_active). ``result`` is not changed.
+        For a GRU result, ``h0`` holds the whole gradient of the initial state.
     """
     if not isinstance(result, EGRUResult):
         raise TypeError(f"result must be the EGRUResult of a forward pass, got "
@@ -232,8 +248,7 @@ def _backward(result, dy, dh_last, dy_last, dtrace):
     stats.setdefault("bwd_macs_event", stats["bwd_macs"])
     stats.update(backward_active=active / max(rows, 1),
                  backward_sparsity=1.0 - active / max(rows, 1))
-    result.stats.update(stats)
-    grads = {k: grads[k] for k in ("drive", "R", "br", "thr", "h0", "y0")}
+    grads = Gradients({k: grads[k] for k in ("drive", "R", "br", "thr", "h0", "y0")}, stats)
     if args.x is not None:
         grads.update(_input_drive_backward(args.x, args.W, grads["drive"]))
     if args.dense_gru:

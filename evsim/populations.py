@@ -257,8 +257,8 @@ class EGRU(Population):
         grads = {"R": g["R"], "br": g["br"], "bx": g["drive"].reshape(-1, 3 * self.size).sum(0)}
         if not self._gru:
             grads["thr"] = g["thr"]
-        st = {k: res.stats[k] for k in ("bwd_macs", "bwd_macs_event", "bwd_macs_dense",
-                                        "backward_sparsity")}
+        st = {k: g.stats[k] for k in ("bwd_macs", "bwd_macs_event", "bwd_macs_dense",
+                                      "backward_sparsity")}
         return g["drive"], grads, st
 
 

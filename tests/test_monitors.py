@@ -862,7 +862,7 @@ def test_activity_monitor_gets_backward_sparsity():
     x = np.random.default_rng(0).normal(size=(9, 2, 3))
     for _ in range(2):
         fp = net.forward({"x": x}, training=True)
-        net.backward(fp, {"egru": np.ones((9, 2, 8))})
+        grads = net.backward(fp, {"egru": np.ones((9, 2, 8))})
     assert len(act.backward_sparsity) == 2
-    assert act.backward_sparsity[-1] == fp.stats["egru"]["backward_sparsity"]
+    assert act.backward_sparsity[-1] == grads.stats["egru"]["backward_sparsity"]
     assert 0.0 <= act.backward_sparsity[-1] <= 1.0

@@ -21,7 +21,7 @@ import numpy as np
 from evsim import _validate as check
 from evsim import populations as pops
 from evsim import threads
-from evsim.network.result import ForwardPass
+from evsim.network.result import ForwardPass, NetworkGradients
 from evsim.network.schedule import incoming
 
 __all__ = ["backward"]
@@ -68,9 +68,11 @@ def _check_grads(net, fp, grads):
 
 
 def _backward(net, fp, grads):
+    t_start = time.perf_counter()
     order = [net.populations[n] for n in fp._runs]
     dys, extra = _check_grads(net, fp, grads)
     out = {k: np.zeros_like(v) for k, v in net.params().items()}
+    stats, pstats = {}, {}
     lengths = fp.lengths
     for pop in reversed(order):
         t0 = time.perf_counter()
@@ -90,19 +92,19 @@ def _backward(net, fp, grads):
             dW, dsrc, pst = proj._backward(fp._runs[src.name], ddrive[..., proj.columns],
                                            lengths, need, mask)
             out[f"{proj.name}.W"] = dW
-            fp.projection_stats[proj.name].update(pst)
+            pstats[proj.name] = pst
             bst["bwd_macs"] += pst["bwd_macs"]
             bst["bwd_macs_event"] += pst.get("bwd_macs_event", pst["bwd_macs"])
             bst["bwd_macs_dense"] += pst["bwd_macs_dense"]
             if dsrc is not None:
                 dys[src.name] = dsrc if src.name not in dys else dys[src.name] + dsrc
         bst["bwd_wall_s"] = time.perf_counter() - t0
-        fp.stats[pop.name].update(bst)
+        stats[pop.name] = bst
         for name, mon in net.monitors:
             if name == pop.name and callable(getattr(mon, "record_backward", None)):
-                mon.record_backward(fp.stats[pop.name])
+                mon.record_backward(bst)
     fp._backward_done = True
-    return out
+    return NetworkGradients(out, stats, pstats, wall_s=time.perf_counter() - t_start)
 
 
 def _backward_stepwise(net, fp, grads):
@@ -148,8 +150,8 @@ def _backward_stepwise(net, fp, grads):
                     mask = masks.get(src.name)
                     dys[src.name][ts] += dsrc if mask is None else dsrc * mask[ts]
     wall = time.perf_counter() - t_start
-    for pop in trainable:
-        fp.stats[pop.name].update(bwd_macs=0, bwd_macs_event=0, bwd_macs_dense=0,
-                                  backward_sparsity=0.0, bwd_wall_s=wall / len(trainable))
+    stats = {pop.name: dict(bwd_macs=0, bwd_macs_event=0, bwd_macs_dense=0,
+                            backward_sparsity=0.0, bwd_wall_s=wall / len(trainable))
+             for pop in trainable}
     fp._backward_done = True
-    return out
+    return NetworkGradients(out, stats, {}, wall_s=wall)

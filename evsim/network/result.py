@@ -1,10 +1,16 @@
-"""The result of a forward run: :class:`ForwardPass` (alias ``RunResult``)."""
+"""The results of a run and of a backward pass: :class:`ForwardPass` (alias
+``RunResult``) and :class:`NetworkGradients`."""
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ForwardPass", "RunResult"]
+from evsim.functional import Gradients
+
+__all__ = ["ForwardPass", "RunResult", "NetworkGradients"]
+
+_FWD_KEYS = ("events", "fwd_macs", "fwd_macs_event", "fwd_macs_dense")
+_BWD_KEYS = ("bwd_macs", "bwd_macs_event", "bwd_macs_dense")
 
 
 @dataclass
@@ -40,19 +46,49 @@ class ForwardPass:
     _delayed: set = field(default_factory=set, repr=False)  # projections given +1 step
 
     def summary(self):
-        """Totals over the network: events, forward (and backward) multiply-adds
-        done and their dense equivalents, wall-clock seconds."""
-        keys = ("events", "fwd_macs", "fwd_macs_event", "fwd_macs_dense", "bwd_macs",
-                "bwd_macs_event", "bwd_macs_dense")
-        out = {k: 0 for k in keys}
-        for table in (self.stats, self.projection_stats):
-            for st in table.values():
-                for k in keys:
-                    if k == "events" and table is self.projection_stats:
-                        continue
-                    out[k] += int(st.get(k, 0))
-        out["wall_s"] = self.wall_s
-        return out
+        """Totals over the network: events, forward multiply-adds done and
+        their dense equivalents, wall-clock seconds."""
+        return _totals(self.stats, _FWD_KEYS, self.wall_s)
 
 
 RunResult = ForwardPass
+
+
+class NetworkGradients(Gradients):
+    """What :meth:`Network.backward` returns: a dict parameter name -> gradient
+    (the keys of :meth:`Network.params`), with the backward's counters.
+
+    Attributes
+    ----------
+    stats : dict population name -> ``bwd_macs`` (multiply-adds done by the
+        population's backward and its incoming projections'),
+        ``bwd_macs_event`` (what sparse BPTT needs), ``bwd_macs_dense`` (the
+        dense equivalent), ``backward_sparsity`` (fraction of unit-steps
+        outside the backward-active set; 0 where there is no such set),
+        ``bwd_wall_s``.
+    projection_stats : dict projection name -> ``bwd_macs``,
+        ``bwd_macs_event``, ``bwd_macs_dense``, ``bwd_wall_s``.
+    wall_s : wall-clock seconds of the whole backward pass.
+    """
+
+    def __init__(self, grads=(), stats=None, projection_stats=None, wall_s=0.0):
+        super().__init__(grads, stats)
+        self.projection_stats = {} if projection_stats is None else projection_stats
+        self.wall_s = wall_s
+
+    def summary(self):
+        """Totals over the network: backward multiply-adds done, needed by
+        sparse BPTT and their dense equivalents, wall-clock seconds."""
+        return _totals(self.stats, _BWD_KEYS, self.wall_s)
+
+
+def _totals(stats, keys, wall_s):
+    """Sums of ``keys`` over the populations' counters (which include their
+    incoming projections' multiply-adds: projections are not added again),
+    and ``wall_s``."""
+    out = {k: 0 for k in keys}
+    for st in stats.values():
+        for k in keys:
+            out[k] += int(st.get(k, 0))
+    out["wall_s"] = wall_s
+    return out

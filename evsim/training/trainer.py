@@ -402,7 +402,7 @@ class Trainer:
         if self.clip:
             clip_grad_norm(grads, self.clip)
         self.optimizer.step(self.params, grads)
-        return fp, loss, hits, n, penalty
+        return fp, grads.stats, loss, hits, n, penalty
 
     # ------------------------------------------------------------------ #
     # public API
@@ -450,8 +450,8 @@ class Trainer:
                     self.net.state = before
                     fp = self._forward(x, lengths, True, i == 0)
                     _, _, _, _, out_grads = self._loss_grads(fp, target, lengths)
-                    self.net.backward(fp, out_grads)
-                    meter.add_stats(self, fp.stats, steps, backward=True)
+                    grads = self.net.backward(fp, out_grads)
+                    meter.add_stats(self, grads.stats, steps, backward=True)
                     self.net.state = after
         finally:
             if rng_state is not None:
@@ -527,10 +527,11 @@ class Trainer:
                   unit="batch", dynamic_ncols=True) as bar:
             for i, (x, target, lengths, steps) in enumerate(batches):
                 steps = steps * x.shape[1] if lengths is None else int(lengths.sum())
-                fp, loss, hits, n, penalty = self._train_batch(x, target, lengths, i == 0)
+                fp, bstats, loss, hits, n, penalty = self._train_batch(x, target, lengths,
+                                                                      i == 0)
                 meter.add_loss(loss, hits, n, penalty)
                 meter.add_stats(self, fp.stats, steps)
-                meter.add_stats(self, fp.stats, steps, backward=True)
+                meter.add_stats(self, bstats, steps, backward=True)
                 bar.update(1)
                 m = meter.metrics(self.task)
                 post = {"loss": f"{m['loss']:.4f}", self.metric: f"{m[self.metric]:.4f}"}
