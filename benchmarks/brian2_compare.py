@@ -34,7 +34,9 @@ Measured per run (one seed, one tool or Brian2 mode):
     ``std::clock`` (CPU time of the loop); "compile s" is ``device.build()``
     minus the binary's run (code generation + ``make``); the binary's own
     set-up (connecting the synapses, writing results) is its run minus "run s";
-  - evsim: ``evsim.models.cuba(scale=k, seed=s, dtype="float64")``; a first
+  - evsim: ``evsim.models.cuba(scale=k, seed=s, dtype=d)`` for each dtype of
+    ``--evsim-dtypes`` (float32, evsim's default, and float64, Brian2's
+    precision; ratios are against the first); a first
     network runs a short warm-up (Numba compilation or cache load), then a
     freshly built network with the same seed and event monitors on "E" and "I"
     is timed around ``net.run(steps=n, record_outputs=False)``;
@@ -299,14 +301,14 @@ def brian2_worker(args):
 # --------------------------------------------------------------------------- #
 
 
-def evsim_cuba(scale, seed):
+def evsim_cuba(scale, seed, dtype="float32"):
     """evsim's CUBA network, or a clear exit while evsim.models.cuba does not exist."""
     import evsim.models
 
     if not hasattr(evsim.models, "cuba"):
         sys.exit("evsim.models.cuba does not exist yet (it is being written); run with "
                  "--skip-evsim to measure Brian2 only")
-    net = evsim.models.cuba(scale=scale, seed=seed, dtype="float64")
+    net = evsim.models.cuba(scale=scale, seed=seed, dtype=dtype)
     if abs(net.dt - DT_MS) > 1e-12:
         print(f"warning: evsim's CUBA runs at dt = {net.dt} ms, Brian2 at {DT_MS} ms",
               file=sys.stderr)
@@ -321,18 +323,18 @@ def evsim_spikes(net, mon_e, mon_i):
     return units, steps * (net.dt / 1000.0)
 
 
-def evsim_run(duration, scale, seed):
+def evsim_run(duration, scale, seed, dtype):
     """Time evsim's run of ``duration`` s after a warm-up on another network."""
     import numba
 
     import evsim
 
-    warm = evsim_cuba(scale, seed)
+    warm = evsim_cuba(scale, seed, dtype)
     t0 = time.perf_counter()
     warm.run(steps=int(round(WARMUP_MS / warm.dt)), record_outputs=False)
     compile_s = time.perf_counter() - t0
     del warm
-    net = evsim_cuba(scale, seed)
+    net = evsim_cuba(scale, seed, dtype)
     mon_e, mon_i = (net.monitor(p, "events") for p in ("E", "I"))
     n_steps = int(round(duration * 1000.0 / net.dt))
     reset_peak_rss()
@@ -341,7 +343,7 @@ def evsim_run(duration, scale, seed):
     run_s = time.perf_counter() - t0
     units, times = evsim_spikes(net, mon_e, mon_i)
     cells = sum(p.size for p in net.populations.values() if p.name in ("E", "I"))
-    res = dict(tool="evsim", mode="cpu", seed=seed, duration=duration, scale=scale,
+    res = dict(tool="evsim", mode=f"cpu {dtype}", seed=seed, duration=duration, scale=scale,
                n_cells=cells, run_s=run_s, compile_s=compile_s, peak_rss_mb=peak_rss_mb(),
                version=evsim.__version__, numba_threads=numba.get_num_threads(),
                evsim_threads=evsim.config.NUM_THREADS)
@@ -429,8 +431,10 @@ def summary_rows(results):
     groups = {}
     for r in results:
         groups.setdefault((r["tool"], r["mode"], r["duration"], r["scale"]), []).append(r)
-    evsim_s = {(k[2], k[3]): statistics.median(x["run_s"] for x in v)
-               for k, v in groups.items() if k[0] == "evsim"}
+    evsim_s = {}  # the first evsim dtype of each configuration is the base of the ratios
+    for k, v in groups.items():
+        if k[0] == "evsim":
+            evsim_s.setdefault((k[2], k[3]), statistics.median(x["run_s"] for x in v))
     rows = []
     for (tool, mode, duration, scale), rs in groups.items():
         wall = statistics.median(r["run_s"] for r in rs)
@@ -547,6 +551,9 @@ def parse_args(argv=None):
                     help="the issue's set: 1 s at --seeds in every mode, one 10 s run and one "
                          "network 10x larger (cython and cpp_standalone), evsim's memory on "
                          "a 10 s run; one report")
+    ap.add_argument("--evsim-dtypes", default="float32,float64",
+                    help="evsim runs in these dtypes (float32: evsim's default; float64: "
+                         "Brian2's precision); ratios are against the first")
     ap.add_argument("--skip-evsim", action="store_true")
     ap.add_argument("--skip-brian2", action="store_true")
     ap.add_argument("--memory", action="store_true",
@@ -564,6 +571,7 @@ def parse_args(argv=None):
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.mode_list = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.evsim_dtype_list = [d.strip() for d in args.evsim_dtypes.split(",") if d.strip()]
     bad = set(args.mode_list) - set(MODES)
     if bad:
         ap.error(f"unknown Brian2 modes {sorted(bad)}; choose from {list(MODES)}")
@@ -576,9 +584,11 @@ def run_config(args):
     """evsim and Brian2 runs of one (duration, scale) over the seeds and modes."""
     results, memory = [], None
     if not args.skip_evsim:
-        for seed in args.seed_list:
-            results.append(evsim_run(args.duration, args.scale, seed))
-            print(f"evsim seed {seed}: {results[-1]['run_s']:.3f} s", file=sys.stderr)
+        for dtype in args.evsim_dtype_list:
+            for seed in args.seed_list:
+                results.append(evsim_run(args.duration, args.scale, seed, dtype))
+                print(f"evsim {dtype} seed {seed}: {results[-1]['run_s']:.3f} s",
+                      file=sys.stderr)
         if args.memory:
             memory = run_worker(sys.executable, ["--worker", "evsim-memory", "--duration",
                                                  args.memory_duration, "--scale", args.scale,

@@ -57,22 +57,25 @@ def _receptors(kind, ak, ck, ek, cur, pend, ext_row, has_ext, acc, G, GE):
     if has_ext:
         for j in range(N):
             pend[j] += ext_row[j]
+    # each loop also clears the consumed ring slot (one pass over memory, not two)
     if kind == COND:
         for j in range(N):
             sk = cur[j] + pend[j]
+            pend[j] = 0.0
             cur[j] = ak * sk
             G[j] += sk
             GE[j] += sk * ek
     elif kind == STEP:
         for j in range(N):
             acc[j] += ck * pend[j]
+            pend[j] = 0.0
             cur[j] = 0.0
     else:
         for j in range(N):
             sk = cur[j] + pend[j]
+            pend[j] = 0.0
             cur[j] = ak * sk
             acc[j] += ck * sk
-    pend[:] = 0.0
 
 
 @numba.njit(**_JIT)

@@ -88,13 +88,20 @@ class _Layout:
         self.indptr = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=self.indptr[1:])
         nnz = int(self.indptr[-1])
-        self.slot = np.empty(nnz, np.int64)
+        # 4-byte slots and delays: the loop reads 12 bytes per synapse, not 20
+        if self.n_slots >= 2**31:
+            raise ValueError(f"the network has {self.n_slots} receptor slots; the compiled "
+                             f"loop indexes them with 32-bit integers")
+        self.slot = np.empty(nnz, np.int32)
         self.w = np.empty(nnz, dtype)
-        self.d = np.empty(nnz, np.int64)
+        self.d = np.empty(nnz, np.int32)
         filled = np.zeros(n, np.int64)  # synapses already placed per source unit
         for proj, (indptr, indices, values) in zip(projs, csrs):
             delay = proj.delay
             delays = np.array([delay], np.int64) if np.isscalar(delay) else delay
+            if proj.max_delay >= 2**31 - 1:
+                raise ValueError(f"projection {proj.name!r}: delays must be below 2**31 - 1 "
+                                 f"steps, got {proj.max_delay}")
             base = self.s0[self.index[proj.target.name]] + proj.columns.start
             snn_loop.place_synapses(self.indptr, filled, self.n0[self.index[proj.source.name]],
                                     indptr, indices, values, delays,
