@@ -28,7 +28,8 @@ import numpy as np
 
 from evsim import _validate as check
 from evsim import config
-from evsim.kernels import lif as klif
+from evsim import functional as F
+from evsim.functional import LIFSaved
 from evsim.receptors import Conductance, Current, receptor_from_config
 
 __all__ = ["Population", "EGRU", "GRU", "LIF", "Readout", "DenseInput", "SpikeInput",
@@ -390,10 +391,17 @@ class LIF(Population):
     def conductance_based(self):
         return any(isinstance(r, Conductance) for r in self.receptors.values())
 
+    def cell(self):
+        """The checked constants of a step at the network's dt
+        (:class:`evsim.functional.LIFCell`)."""
+        return F.lif_cell(self.tau_mem, [r.spec() for r in self.receptors.values()], self.dt,
+                          v_rest=self.v_rest, v_th=self.v_th, v_reset=self.v_reset,
+                          n_ref=self.n_refractory, damp=self.damp, support=self.support)
+
     def constants(self):
         """(a_m, kinds, a, c, e_rev, conductance) for the kernels at this dt."""
-        return klif.constants(self.tau_mem, [r.spec() for r in self.receptors.values()],
-                              self.dt)
+        c = self.cell()
+        return c.a_m, c.kinds, c.a, c.c, c.e_rev, c.conductance
 
     def _init_params(self, rng, dtype):
         self.n_refractory  # noqa: B018 - checks the period against the network's dt
@@ -414,22 +422,9 @@ class LIF(Population):
                 "r": np.zeros((B, N), np.int64)}
 
     # -- runs ---------------------------------------------------------------
-    def _run(self, drive, state, lengths):
-        T, B, _ = drive.shape
-        N = self.size
-        a_m, kinds, a, c, e_rev, cond = self.constants()
-        dt_ = drive.dtype
-        s, u, v = (np.empty((T, B, N), dt_) for _ in range(3))
-        I_seq = np.empty((T, B, self.in_size), dt_)
-        held = np.empty((T, B, N), np.uint8)
-        last = {"v": np.empty((B, N), dt_), "I": np.empty((B, self.in_size), dt_),
-                "r": np.empty((B, N), np.int64)}
-        n = klif.lif_forward(drive, kinds, a.astype(dt_), c.astype(dt_), e_rev.astype(dt_),
-                             cond, a_m, self.dt / self.tau_mem, self.v_rest, self.v_th,
-                             self.v_reset, self.n_refractory, state["v"], state["I"],
-                             state["r"], lengths, s, u, v, I_seq, held, last["v"], last["I"],
-                             last["r"])
-        return s, u, v, I_seq, held, last, int(n)
+    def _run(self, drive, state, lengths, training, backend):
+        return F.lif_forward(drive, state["v"], state["I"], state["r"], lengths, self.cell(),
+                             training=training, backend=backend)
 
     def _variables(self, s, v, I_seq):
         out = {"y": s, "v": v}
@@ -438,57 +433,41 @@ class LIF(Population):
         return out
 
     def _forward(self, drive, state, training, backend, lengths, rng):
-        s, u, v, I_seq, held, last, n = self._run(drive, state, lengths)
+        res = self._run(drive, state, lengths, training, backend)
+        n = res.spikes
         steps = int(lengths.sum()) * self.size
         stats = dict(events=n, activity=n / max(steps, 1), fwd_macs=0, fwd_macs_dense=0)
-        return PopRun(y=s, state=last, saved=(s, u, held, lengths), stats=stats,
-                      variables=lambda: self._variables(s, v, I_seq))
+        return PopRun(y=res.s, state=res.state, saved=res.saved, stats=stats,
+                      variables=lambda: self._variables(res.s, res.v, res.I))
 
     def _step(self, drive_t, state, alive, training, backend, rng):
-        s, u, v, I_seq, held, last, n = self._run(drive_t[None], state, alive.astype(np.int64))
-        # samples past their length ran 0 steps: their state passes through
-        var = {k: x[0] for k, x in self._variables(s, v, I_seq).items()}
-        var.update(_u=u[0], _held=held[0])  # what training saves (not for monitors)
-        return s[0], last, var, {"events": n, "fwd_macs": 0, "fwd_macs_dense": 0}
+        # samples past their length run 0 steps: their state passes through
+        res = self._run(drive_t[None], state, alive.astype(np.int64), False, backend)
+        var = {k: x[0] for k, x in self._variables(res.s, res.v, res.I).items()}
+        var.update(_u=res.u[0], _held=res.held[0])  # what training saves (not for monitors)
+        return res.s[0], res.state, var, {"events": res.spikes, "fwd_macs": 0,
+                                          "fwd_macs_dense": 0}
 
     def _backward_mask(self, run):
-        s, u, held, _ = run.saved
-        return (np.abs(u - self.v_th) * self.support < 1.0) & (held == 0)
+        return F.lif_backward_active(run.saved)
 
     def _backward(self, run, dy, extra):
-        s, u, held, lengths = run.saved
-        dx, _ = self._lif_backward(dy, s, u, held, lengths, None)
+        dx, _ = F.lif_backward(run.saved, dy)
         return dx, {}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
 
-    def _lif_backward(self, dy, s, u, held, lengths, carry):
-        """dL/d drive and the carry (dL/dv, dL/dI before the first step)."""
-        if self.conductance_based:
-            raise NotImplementedError(
-                f"{self.name}: back-propagation through conductance receptors is not "
-                f"implemented; train with current receptors (evsim.Current)")
-        T, B, N = s.shape
-        a_m, kinds, a, c, _, _ = self.constants()
-        dt_ = s.dtype
-        if carry is None:
-            carry = (np.zeros((B, N), dt_), np.zeros((B, self.in_size), dt_))
-        dx = np.empty((T, B, self.in_size), dt_)
-        dv0 = np.empty((B, N), dt_)
-        dI0 = np.empty((B, self.in_size), dt_)
-        klif.lif_backward(np.ascontiguousarray(dy), s, u, held, kinds, a.astype(dt_),
-                          c.astype(dt_), a_m, self.v_th, self.v_reset, self.damp, self.support,
-                          lengths, carry[0], carry[1], dx, dv0, dI0)
-        return dx, (dv0, dI0)
-
     def _saved_from_steps(self, y, extras, lengths):
-        return (y, extras["_u"], extras["_held"], lengths)
+        # the step-wise backward runs one step at a time on the host kernels
+        return LIFSaved(s=y, u=extras["_u"], held=extras["_held"], lengths=lengths,
+                        cell=self.cell(), backend="cpu")
 
     def _step_backward(self, run, t, dy_t, carry):
         """Step t of BPTT for the step-wise schedule: (dL/d drive_t (B, R N),
         {}, carry to step t - 1)."""
-        s, u, held, lengths = run.saved
-        ok = (t < lengths).astype(np.int64)
-        dx, carry = self._lif_backward(dy_t[None], s[t:t + 1], u[t:t + 1], held[t:t + 1], ok,
-                                       carry)
+        sv = run.saved
+        step = LIFSaved(s=sv.s[t:t + 1], u=sv.u[t:t + 1], held=sv.held[t:t + 1],
+                        lengths=(t < sv.lengths).astype(np.int64), cell=sv.cell,
+                        backend=sv.backend)
+        dx, carry = F.lif_backward(step, dy_t[None], carry)
         return dx[0], {}, carry
 
 
@@ -555,23 +534,20 @@ class Readout(Population):
         return {"out": np.zeros((B, self.size), dtype)}
 
     def _forward(self, drive, state, training, backend, lengths, rng):
-        from evsim.kernels import cpu
-
         T, B, N = drive.shape
         u = drive + self.params["b"]
         if self.leak is None:
             y = u
         else:
-            y = np.empty_like(u)
             u0 = u.copy()
             u0[0] += self.leak / (1 - self.leak) * state["out"]  # carries out_{-1}
-            cpu.output_trace(u0, self.leak, y)
+            y = F.output_trace(u0, self.leak, backend=backend)
         valid = _valid(lengths, T)
         if not valid.all():  # the readout's output can be large (T, B, vocabulary)
             y = np.where(valid[..., None], y, 0)
         y = y.astype(drive.dtype, copy=False)
         last = y[lengths - 1, np.arange(B)]
-        return PopRun(y=y, state={"out": last}, saved=lengths,
+        return PopRun(y=y, state={"out": last}, saved=(lengths, backend),
                       stats=dict(events=0, activity=0.0, fwd_macs=0, fwd_macs_dense=0),
                       variables=lambda: {"y": y})
 
@@ -583,23 +559,23 @@ class Readout(Population):
         return y, new, {"y": y}, {"events": 0, "fwd_macs": 0, "fwd_macs_dense": 0}
 
     def _backward(self, run, dy, extra):
-        from evsim.kernels import cpu
-
-        lengths = run.saved
+        lengths, backend = run.saved
         T = dy.shape[0]
         valid = _valid(lengths, T)[..., None]
         g = dy if valid.all() else np.where(valid, dy, 0)
         if self.leak is not None:
-            du = np.zeros_like(g)
-            cpu.output_trace_backward(g, self.leak, du)
+            du = F.output_trace_backward(np.ascontiguousarray(g), self.leak, backend=backend)
             g = np.where(valid, du, 0).astype(dy.dtype)
         db = g.reshape(-1, self.size).sum(0)
         return g, {"b": db}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
 
+    def _saved_from_steps(self, y, extras, lengths):
+        return lengths, "cpu"
+
     def _step_backward(self, run, t, dy_t, carry):
         """Step t of BPTT for the step-wise schedule: (dL/d drive_t, {"b": ...},
         carry dL/d out_{t-1})."""
-        lengths = run.saved
+        lengths, _ = run.saved
         alive = (t < lengths)[:, None]
         g = np.where(alive, dy_t + (0 if carry is None else carry), 0).astype(dy_t.dtype)
         if self.leak is None:

@@ -7,10 +7,12 @@ It adds ``y_src W`` to the target's input drive.
 
 * Event-emitting sources (EGRU, LIF, spike and Poisson inputs) propagate
   event by event: for each unit that fired, its weight row scaled by the
-  event value (compiled kernels in :mod:`evsim.kernels.cpu_events`). Sparse
-  weights are always used this way (for a dense source, every non-zero output
-  is an "event").
+  event value. Sparse weights are always used this way (for a dense source,
+  every non-zero output is an "event").
 * Dense sources with dense weights use one GEMM over the valid steps.
+
+The computation is :mod:`evsim.functional.projection`, on the backend of the
+projection's network (``Network(backend=...)``).
 
 Backward: ``dW`` only over rows of units that fired (event by event); the
 source gradient ``dsrc = dout W^T`` only for the source's backward-active
@@ -43,10 +45,9 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from evsim import config
+from evsim import functional as F
 from evsim.connectivity import Rule
-from evsim.kernels import cpu_events as kev
-from evsim.kernels.lif import COND
+from evsim.receptors import Conductance
 
 __all__ = ["Projection"]
 
@@ -63,7 +64,7 @@ class Projection:
     """
 
     def __init__(self, source, target, kind="dense", p=None, init="uniform", scale=1.0,
-                 seed=None, rule=None, receptor=None, delay=None, name=None):
+                 seed=None, rule=None, receptor=None, delay=None, name=None, network=None):
         where = f"connect({source.name!r}, {target.name!r})"
         if rule is not None:
             if not isinstance(rule, Rule):
@@ -108,6 +109,13 @@ class Projection:
         self.indptr = self.indices = None
         self._delay_arg = delay
         self._delay = 0
+        self._network = network
+        self._csr_rec = None  # the checked CSR record of the live structure
+
+    @property
+    def backend(self):
+        """Backend of this projection's kernels: its network's (``Network(backend=)``)."""
+        return "cpu" if self._network is None else self._network.backend
 
     def config(self):
         return dict(source=self.source.name, target=self.target.name, kind=self.kind,
@@ -280,10 +288,28 @@ class Projection:
                              f"{(N, M)}")
         self._check_delay(self._delay)
         rec = getattr(self.target, "receptors", {}).get(self.receptor)
-        if rec is not None and rec.spec()[0] == COND and W.size and W.min() < 0:
+        if isinstance(rec, Conductance) and W.size and W.min() < 0:
             raise ValueError(f"projection {self.name!r} feeds the conductance receptor "
                              f"{self.receptor!r}: its weights (conductances) must be >= 0, "
                              f"got {W.min()}; an inhibitory conductance has a low e_rev")
+        self._csr_rec = None
+        self._structure()
+
+    def _structure(self):
+        """The checked :class:`evsim.functional.CSR` of the live structure
+        (sparse), or None (dense); checked again whenever an array is replaced."""
+        if self.kind != "sparse":
+            return None
+        d = None if np.isscalar(self._delay) else self._delay
+        rec = self._csr_rec
+        if (rec is None or rec.indptr is not self.indptr or rec.indices is not self.indices
+                or rec.delays is not d):
+            try:
+                rec = F.csr(self.indptr, self.indices, self.shape, d)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"projection {self.name!r}: {err}") from None
+            self._csr_rec = rec
+        return rec
 
     def csr(self):
         """(indptr, indices, values) of the weights as CSR rows of source units
@@ -295,44 +321,29 @@ class Projection:
                 self.params["W"].reshape(-1))
 
     # -- forward / backward -------------------------------------------------
+    def _shift(self, extra_delay=0):
+        """The uniform delay in steps (per-synapse delays are in the CSR record)."""
+        return (self._delay if np.isscalar(self._delay) else 0) + extra_delay
+
     def _forward(self, src_run, out, lengths, extra_delay=0):
         """Add this projection's contribution to ``out`` (T_out, B, M): the
         source's output of step t lands in ``out[t + delay + extra_delay]``
         (dropped past the end). ``out`` may be a column slice of the target's
         drive. Return stats."""
         t0 = time.perf_counter()
-        y = src_run.y
-        T, B, N = y.shape
-        M = self.shape[1]
-        W = self.params["W"]
-        n_valid = int(lengths.sum())
-        dense_macs = n_valid * (N * M if self.kind == "dense" else self.nnz)
+        backend = self.backend
+        events = _events(src_run, lengths, backend) if self.event_driven else None
+        stats = F.propagate(src_run.y, out, lengths, self.params["W"], csr=self._structure(),
+                            shift=self._shift(extra_delay), events=events,
+                            event_driven=self.event_driven, backend=backend)
+        stats["wall_s"] = time.perf_counter() - t0
+        return stats
+
+    def _no_synapse_delays(self):
         if not np.isscalar(self._delay):
-            ev_idx, ev_cnt = _events(src_run, lengths)
-            delays = self._delay + extra_delay if extra_delay else self._delay
-            macs = kev.propagate_csr_delayed(ev_idx, ev_cnt, y, self.indptr, self.indices, W,
-                                             delays, lengths, out)
-            return dict(fwd_macs=int(macs), fwd_macs_dense=dense_macs,
-                        wall_s=time.perf_counter() - t0)
-        shift = self._delay + extra_delay
-        n_src = min(T, out.shape[0] - shift)  # source steps that land inside out
-        macs = 0
-        if n_src > 0:
-            o = out[shift:shift + n_src]
-            lens = np.minimum(lengths, n_src)
-            if self.event_driven:
-                ev_idx, ev_cnt = _events(src_run, lengths)
-                ev_idx, ev_cnt, ys = ev_idx[:n_src], ev_cnt[:n_src], y[:n_src]
-                if self.kind == "dense":
-                    macs = kev.propagate_dense(ev_idx, ev_cnt, ys, W, lens, o)
-                else:
-                    macs = kev.propagate_csr(ev_idx, ev_cnt, ys, self.indptr, self.indices, W,
-                                             lens, o)
-            else:
-                _dense_forward(y[:n_src], W, lens, o)
-                macs = int(lens.sum()) * N * M
-        return dict(fwd_macs=int(macs), fwd_macs_dense=dense_macs,
-                    wall_s=time.perf_counter() - t0)
+            raise NotImplementedError(f"{self.name}: back-propagation through per-synapse "
+                                      f"delays is not implemented; use one delay for the "
+                                      f"projection")
 
     def _step_grads(self, y, dout, dW, need_src):
         """One step of BPTT for the step-wise schedule: y (B, N) the source's
@@ -340,131 +351,28 @@ class Projection:
         target's drive. Adds to dW (the parameter's shape); returns dL/dy or
         None. Per-synapse delays are handled by the caller's step index only
         when uniform."""
-        if not np.isscalar(self._delay):
-            raise NotImplementedError(f"{self.name}: back-propagation through per-synapse "
-                                      f"delays is not implemented; use one delay for the "
-                                      f"projection")
-        return _step_grads_impl(self, y, dout, dW, need_src)
+        self._no_synapse_delays()
+        return F.propagate_step_backward(y, dout, self.params["W"], dW, csr=self._structure(),
+                                         need_src=need_src, backend=self.backend)
 
     def _backward(self, src_run, dout, lengths, need_src, mask):
         """Return (dW, dsrc or None, stats). ``mask`` (T, B, N) bool or None
         restricts the source gradient to backward-active units. ``dout``: the
         gradient of this projection's columns of the target's drive."""
         t0 = time.perf_counter()
-        y = src_run.y
-        T, B, N = y.shape
-        if not np.isscalar(self._delay):
-            raise NotImplementedError(f"{self.name}: back-propagation through per-synapse "
-                                      f"delays is not implemented; use one delay for the "
-                                      f"projection")
-        if self._delay:  # the source's step t drove the target's step t + delay
-            d = self._delay
-            shifted = np.zeros((T, B, dout.shape[2]), dout.dtype)
-            shifted[:max(T - d, 0)] = dout[d:]
-            dout = shifted
-        dout = np.ascontiguousarray(dout)
-        M = self.shape[1]
-        n_valid = int(lengths.sum())
-        dense_w = n_valid * (N * M if self.kind == "dense" else self.nnz)
-        W = self.params["W"]
-        use_mask = mask is not None
-        mask_arr = mask if use_mask else np.zeros((1, 1, 1), np.bool_)
-        dsrc = None
-        src_macs = 0
-        if self.event_driven:
-            ev_idx, ev_cnt = _events(src_run, lengths)
-            dW = np.empty_like(W)
-            if self.kind == "dense":
-                w_macs = kev.grad_weight_dense(ev_idx, ev_cnt, y, dout, lengths, dW)
-            else:
-                w_macs = kev.grad_weight_csr(ev_idx, ev_cnt, y, dout, self.indptr,
-                                             self.indices, lengths, dW)
-        else:
-            rows = _valid_rows(lengths, T, B)
-            y2, d2 = y.reshape(T * B, N), dout.reshape(T * B, M)
-            dW = y2.T @ d2 if rows is None else y2[rows].T @ d2[rows]
-            w_macs = dense_w
-        src_macs_event = 0
-        if need_src:
-            dsrc = np.empty_like(y)
-            # rows of dout W^T that sparse BPTT needs: the source's backward-active units
-            n_active = int(np.count_nonzero(mask & _valid(lengths, T, B))) if use_mask else None
-            src_macs_event = dense_w if n_active is None else n_active * M
-            dense_src = not use_mask or n_active >= config.GRAD_SOURCE_DENSE_SWITCH * mask.size
-            if self.kind == "dense" and dense_src:
-                # one BLAS product (then the mask) beats a row-by-row loop unless few
-                # units are backward-active (measured: benchmarks/TRAINING-RESULTS.md)
-                rows = _valid_rows(lengths, T, B)
-                d2 = dout.reshape(T * B, M)
-                if rows is None:
-                    dsrc = (d2 @ W.T).reshape(T, B, N)
-                else:
-                    dsrc[:] = 0
-                    dsrc.reshape(T * B, N)[rows] = d2[rows] @ W.T
-                if use_mask:
-                    dsrc *= mask
-                src_macs = dense_w
-            elif self.kind == "dense":
-                src_macs = kev.grad_source_dense(dout, W, mask_arr, use_mask, lengths, dsrc)
-            else:
-                src_macs = kev.grad_source_csr(dout, self.indptr, self.indices, W, mask_arr,
-                                               use_mask, lengths, dsrc)
-        stats = dict(bwd_macs=int(w_macs + src_macs),
-                     bwd_macs_event=int(w_macs + src_macs_event),
-                     bwd_macs_dense=dense_w * (2 if need_src else 1),
-                     bwd_wall_s=time.perf_counter() - t0)
+        self._no_synapse_delays()
+        backend = self.backend
+        events = _events(src_run, lengths, backend) if self.event_driven else None
+        dW, dsrc, stats = F.propagate_backward(
+            src_run.y, dout, lengths, self.params["W"], csr=self._structure(),
+            shift=self._shift(), events=events, event_driven=self.event_driven,
+            need_src=need_src, mask=mask, backend=backend)
+        stats["bwd_wall_s"] = time.perf_counter() - t0
         return dW, dsrc, stats
 
 
-def _step_grads_impl(proj, y, dout, dW, need_src):
-    """One step of a projection's BPTT (step-wise schedule): dW += y^T dout,
-    return dL/dy = dout W^T (or None)."""
-    W = proj.params["W"]
-    if proj.kind == "dense":
-        dW += y.T @ dout
-        return dout @ W.T if need_src else None
-    rows = np.repeat(np.arange(proj.shape[0]), np.diff(proj.indptr))
-    dW += np.einsum("bk,bk->k", y[:, rows], dout[:, proj.indices])
-    return np.asarray(dout @ proj.weight.T) if need_src else None
-
-
-def _dense_forward(y, W, lengths, out):
-    """out += y @ W over the valid steps (out may be a strided view)."""
-    T, B, N = y.shape
-    rows = _valid_rows(lengths, T, B)
-    y2 = y.reshape(T * B, N)
-    if out.flags.c_contiguous:
-        o2 = out.reshape(T * B, W.shape[1])
-        if rows is None:
-            o2 += y2 @ W
-        else:
-            o2[rows] += y2[rows] @ W
-        return
-    prod = (y2 @ W).reshape(T, B, W.shape[1])
-    if rows is not None:
-        prod *= _valid(lengths, T, B)
-    out += prod
-
-
-def _valid(lengths, T, B):
-    """(T, B, 1) bool: steps within each sample's length."""
-    return (np.arange(T)[:, None] < np.asarray(lengths)[None, :B])[:, :, None]
-
-
-def _valid_rows(lengths, T, B):
-    """Flat (t * B + b) indices of valid steps, or None when all are valid."""
-    if np.all(lengths == T):
-        return None
-    return np.flatnonzero(np.arange(T)[:, None] < lengths[None, :])
-
-
-def _events(src_run, lengths):
+def _events(src_run, lengths, backend):
     """Event lists of a source run (computed once and cached)."""
     if src_run.events is None:
-        y = src_run.y
-        T, B, N = y.shape
-        ev_idx = np.empty((T, B, N), np.int32)
-        ev_cnt = np.empty((T, B), np.int32)
-        kev.compact_events(y, lengths, ev_idx, ev_cnt)
-        src_run.events = (ev_idx, ev_cnt)
+        src_run.events = F.compact_events(src_run.y, lengths, backend=backend)
     return src_run.events

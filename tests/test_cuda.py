@@ -210,6 +210,141 @@ def test_projection_kernels(launch, dtype):
 
 
 # --------------------------------------------------------------------------
+# The functional layer on CUDA: projections, LIF, traces, and a whole network
+
+
+def _sparse(rng, shape, p):
+    return np.ascontiguousarray(rng.normal(size=shape) * (rng.random(shape) < p))
+
+
+@cuda_test
+@pytest.mark.parametrize("kind", ["dense", "sparse", "delayed", "dense-source"])
+def test_functional_projection_on_cuda(launch, kind):
+    import scipy.sparse as sp
+
+    from evsim import functional as F
+
+    rng = np.random.default_rng(5)
+    T, B, N, M = 4, 3, 5, 3
+    lengths = np.array([4, 2, 3])
+    y = _sparse(rng, (T, B, N), 0.5) * (np.arange(T)[:, None] < lengths)[..., None]
+    m = sp.random(N, M, density=0.6, random_state=2, format="csr")
+    kw = {}
+    if kind == "dense" or kind == "dense-source":
+        W = rng.normal(size=(N, M))
+    else:
+        W = m.data
+        delays = rng.integers(0, 3, m.nnz) if kind == "delayed" else None
+        kw["csr"] = F.csr(m.indptr, m.indices, (N, M), delays)
+    out = {}
+    for backend in ("cpu", "cuda"):
+        ev = F.compact_events(y, lengths, backend=backend)
+        if kind != "dense-source":
+            kw["events"] = ev
+        else:
+            kw["event_driven"] = False
+        o = rng.normal(size=(T, B, M)) * 0 + 1.0
+        st = F.propagate(y, o, lengths, W, shift=1, backend=backend, **kw)
+        out[backend] = (ev, o, st)
+    (ev_c, o_c, st_c), (ev_g, o_g, st_g) = out["cpu"], out["cuda"]
+    np.testing.assert_array_equal(ev_g[1], ev_c[1])
+    assert_close(o_g, o_c, 1e-12, "out")
+    if kind != "dense-source":
+        assert st_g == st_c
+    if kind == "delayed":
+        return
+    dout = rng.normal(size=(T, B, M))
+    mask = rng.random((T, B, N)) < 0.5
+    grads = {b: F.propagate_backward(y, dout, lengths, W, shift=1, mask=mask, backend=b, **kw)
+             for b in ("cpu", "cuda")}
+    (dW_c, ds_c, bs_c), (dW_g, ds_g, bs_g) = grads["cpu"], grads["cuda"]
+    assert_close(dW_g, dW_c, 1e-12, "dW")
+    assert_close(ds_g, ds_c, 1e-12, "dsrc")
+    if kind != "dense-source":
+        assert bs_g["bwd_macs_event"] == bs_c["bwd_macs_event"]
+
+
+@cuda_test
+def test_lif_forward_on_cuda(launch):
+    """One thread per unit runs the CPU's own per-unit loop (kernels/lif.py),
+    compiled for CUDA: the same spikes and potentials."""
+    from evsim import functional as F
+    from evsim.kernels import lif as klif
+
+    rng = np.random.default_rng(8)
+    T, B, N = 6, 2, 3
+    for receptors in ([(klif.COND, 3.0, 2.0), (klif.EXP, 4.0, None)],
+                      [(klif.EXP, 2.0, None), (klif.STEP, 0.0, None)]):
+        cell = F.lif_cell(5.0, receptors, 1.0, v_th=0.5, v_reset=-0.1, n_ref=2)
+        R = len(receptors)
+        x = np.abs(rng.normal(size=(T, B, R * N)))
+        v0 = rng.uniform(0, 0.4, (B, N))
+        I0 = np.zeros((B, R * N))
+        r0 = np.zeros((B, N), np.int64)
+        lengths = np.array([6, 4])
+        a = F.lif_forward(x, v0, I0, r0, lengths, cell, backend="cpu")
+        g = F.lif_forward(x, v0, I0, r0, lengths, cell, backend="cuda")
+        assert a.spikes == g.spikes > 0
+        np.testing.assert_array_equal(g.s, a.s)
+        np.testing.assert_array_equal(g.held, a.held)
+        np.testing.assert_array_equal(g.r_last, a.r_last)
+        for k in ("u", "v", "I", "v_last", "I_last"):
+            assert_close(getattr(g, k), getattr(a, k), 1e-12, k)
+    with pytest.raises(NotImplementedError, match="LIF has no CUDA backward kernel yet"):
+        F.lif_backward(g.saved, np.ones_like(g.s))
+
+
+@cuda_test
+def test_network_on_cuda_runs_every_kind_on_cuda(launch, monkeypatch):
+    """Network(backend="cuda"): the projections' kernels are the CUDA ones, and
+    forward and backward equal the CPU network's."""
+    import evsim
+    from evsim.kernels import cuda_backend
+
+    used = set()
+    for name in ("propagate", "propagate_backward", "compact_events", "lif_forward",
+                 "output_trace", "output_trace_backward", "egru_forward", "egru_backward"):
+        real = getattr(cuda_backend, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            used.add(_name)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(cuda_backend, name, spy)
+
+    def net(backend, lif):
+        n = evsim.Network(seed=4, dtype="float64", backend=backend, progress=False)
+        n.add(evsim.DenseInput("x", 2))
+        n.add(evsim.EGRU("e", 4, damp=3.0, support=3.0))
+        n.add(evsim.Readout("o", 2, leak=0.5))
+        n.connect("x", "e")
+        n.connect("e", "o", kind="sparse", p=0.6)
+        if lif:  # forward only: LIF has no CUDA backward
+            n.add(evsim.LIF("l", 3, tau_mem=4.0, tau_syn=2.0))
+            n.connect("x", "l", scale=5.0)
+            n.connect("e", "l")
+        return n
+
+    x = np.random.default_rng(1).normal(size=(4, 2, 2))
+    runs = {}
+    for backend in ("cpu", "cuda"):
+        res = net(backend, True).run({"x": x}, lengths=np.array([4, 3]), schedule="dag")
+        n = net(backend, False)
+        fp = n.forward({"x": x}, lengths=np.array([4, 3]), schedule="dag")
+        g = n.backward(fp, {"o": np.ones((4, 2, 2))})
+        runs[backend] = (res, fp, g)
+    (rc, fc, gc), (rg, fg, gg) = runs["cpu"], runs["cuda"]
+    for k in rc.outputs:
+        assert_close(rg.outputs[k], rc.outputs[k], 1e-10, k)
+    for k in fc.outputs:
+        assert_close(fg.outputs[k], fc.outputs[k], 1e-10, k)
+    for k in gc:
+        assert_close(gg[k], gc[k], 1e-10, k)
+    assert used == {"propagate", "propagate_backward", "compact_events", "lif_forward",
+                    "output_trace", "output_trace_backward", "egru_forward", "egru_backward"}
+
+
+# --------------------------------------------------------------------------
 # Without a GPU: a clear error, and the whole suite under the simulator
 
 

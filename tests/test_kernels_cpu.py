@@ -21,8 +21,8 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evsim import _validate, config, egru_backward, functional, threads
-from evsim.functional import GRAD_KEYS
+from evsim import _validate, config, egru_backward, threads
+from evsim.functional import GRAD_KEYS, egru
 from evsim.kernels import cpu, cpu_backend, cpu_seq, reference
 
 FAST = ("cpu", "dense")
@@ -556,7 +556,7 @@ def test_backward_active_mask_matches_reference(case):
     args = res.args
     want = reference.backward_active(res.saved.v, res.c, args.thr, args.support)
     np.testing.assert_array_equal(res.backward_active(), want)
-    assert functional._active_count(res) == reference.backward_active_count(
+    assert egru._active_count(res) == reference.backward_active_count(
         res.saved.v, res.c, args.thr, args.support, args.lengths)
 
 

@@ -1,8 +1,8 @@
-"""Functional API: EGRU forward and backward on whole sequences.
+"""EGRU and GRU populations: forward and backward on whole sequences.
 
-This is the layer everything else builds on. It validates arguments, draws
-random masks, calls a backend's kernels with plain arrays, and returns the
-outputs with counters of the work the kernels really did.
+Validates the arguments, draws the random masks, calls a backend's adapter
+with the records of :mod:`evsim.kernels.contract`, and returns the outputs
+with counters of the work the kernels really did.
 
 Backends:
 
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evsim import _validate as check
 from evsim import config, threads
+from evsim.functional import _checks as check
+from evsim.functional._dispatch import BACKENDS, adapter
 from evsim.kernels import cpu_dense
 from evsim.kernels.contract import EGRUArgs, EGRUSaved
 
-BACKENDS = ("cpu", "dense", "reference", "cuda")
 GRAD_KEYS = ("x", "W", "R", "bx", "br", "thr", "h0", "y0")
 
 
@@ -373,19 +373,8 @@ def _dropconnect_mask(p, mask, training, shape, dtype, rng):
 
 
 def _backend_module(name):
-    """The backend adapter for ``name`` (the oracle's only for "reference")."""
-    if name in ("cpu", "dense"):
-        from evsim.kernels import cpu_backend
-
-        return cpu_backend
-    if name == "reference":
-        from evsim.kernels import reference_backend
-
-        return reference_backend
-    from evsim.kernels import cuda
-
-    cuda.require()
-    return cuda
+    """The adapter running EGRU computations on backend ``name``."""
+    return adapter(name, "egru")
 
 
 def gru_backward(result, dy, dh_last=None, *, dtrace=None):

@@ -1,6 +1,6 @@
 """The backend contract: typed records passed between :mod:`evsim.functional`
 and a backend adapter (:mod:`evsim.kernels.cpu_backend`,
-:mod:`evsim.kernels.cuda`, :mod:`evsim.kernels.reference_backend`).
+:mod:`evsim.kernels.cuda_backend`, :mod:`evsim.kernels.reference_backend`).
 
 The functional layer checks the arguments and builds an ``*Args`` record of
 host arrays; the backend runs its kernels and returns the outputs (host
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EGRUArgs", "EGRUSaved", "to_host"]
+__all__ = ["EGRUArgs", "EGRUSaved", "LIFCell", "LIFSaved", "to_host"]
 
 
 def to_host(arr):
@@ -92,3 +92,50 @@ class EGRUSaved:
     g: object
     qg: object
     active: tuple | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class LIFCell:
+    """The constants of one LIF population's step (see :mod:`evsim.kernels.lif`).
+
+    a_m : membrane decay per step. dt_tau : dt / tau_mem (exponential Euler).
+    kinds : (R,) int64 receptor kinds (``lif.STEP``, ``EXP``, ``COND``).
+    a, c, e_rev : (R,) float64 receptor decay, input factor and reversal
+        potential. conductance : any conductance receptor (exponential Euler).
+    v_rest, v_th, v_reset : potentials. n_ref : refractory steps.
+    damp, support : surrogate gradient ``damp * max(0, 1 - support |u - v_th|)``.
+    """
+
+    a_m: float
+    dt_tau: float
+    kinds: np.ndarray
+    a: np.ndarray
+    c: np.ndarray
+    e_rev: np.ndarray
+    conductance: bool
+    v_rest: float
+    v_th: float
+    v_reset: float
+    n_ref: int
+    damp: float
+    support: float
+
+    @property
+    def receptors(self):
+        """Number of receptors R."""
+        return int(self.kinds.shape[0])
+
+
+@dataclass(eq=False)
+class LIFSaved:
+    """What the backward pass of a LIF sequence needs: spikes ``s``, membrane
+    before the reset ``u`` and refractory flags ``held`` (T, B, N) (backend
+    arrays), the (B,) int64 ``lengths`` (host), the ``cell`` and the ``backend``
+    that ran the forward pass."""
+
+    s: object
+    u: object
+    held: object
+    lengths: np.ndarray
+    cell: LIFCell
+    backend: str

@@ -15,9 +15,11 @@ statistics. Two kernel families compute the same sums in the same order:
 import os
 
 import numpy as np
+import scipy.sparse as sp
 
 from evsim import _validate, config, threads
 from evsim.kernels import cpu, cpu_dense, cpu_events, cpu_seq
+from evsim.kernels import lif as klif
 from evsim.kernels.contract import EGRUSaved
 from evsim.kernels.cpu import output_trace, output_trace_backward  # noqa: F401 (backend API)
 
@@ -185,3 +187,170 @@ def egru_backward(args, saved, events, active, rows, activity, dy, dh, dy_last):
         "y0": dy_last,
     }
     return grads, stats
+
+
+# --------------------------------------------------------------------------
+# Projections (evsim.functional.projection): event propagation and its backward
+
+
+def compact_events(y, lengths):
+    """Event lists (ev_idx (T, B, N) int32, ev_cnt (T, B) int32) of y."""
+    T, B, N = y.shape
+    ev_idx = np.empty((T, B, N), np.int32)
+    ev_cnt = np.empty((T, B), np.int32)
+    cpu_events.compact_events(y, lengths, ev_idx, ev_cnt)
+    return ev_idx, ev_cnt
+
+
+def propagate(y, out, lengths, W, csr, shift, events, event_driven):
+    """out[t + shift] += y[t] W (see :func:`evsim.functional.propagate`);
+    returns the multiply-adds done."""
+    T, B, N = y.shape
+    M = out.shape[2]
+    if csr is not None and csr.delays is not None:
+        ev_idx, ev_cnt = events
+        delays = csr.delays + shift if shift else csr.delays
+        return cpu_events.propagate_csr_delayed(ev_idx, ev_cnt, y, csr.indptr, csr.indices, W,
+                                                delays, lengths, out)
+    n_src = min(T, out.shape[0] - shift)  # source steps that land inside out
+    if n_src <= 0:
+        return 0
+    o = out[shift:shift + n_src]
+    lens = np.minimum(lengths, n_src)
+    if not event_driven:
+        _dense_forward(y[:n_src], W, lens, o)
+        return int(lens.sum()) * N * M
+    ev_idx, ev_cnt = events[0][:n_src], events[1][:n_src]
+    if csr is None:
+        return cpu_events.propagate_dense(ev_idx, ev_cnt, y[:n_src], W, lens, o)
+    return cpu_events.propagate_csr(ev_idx, ev_cnt, y[:n_src], csr.indptr, csr.indices, W,
+                                    lens, o)
+
+
+def propagate_backward(y, dout, lengths, W, csr, events, event_driven, need_src, mask,
+                       n_active):
+    """dW, dsrc of :func:`propagate` with shift 0 (the caller aligned dout);
+    ``n_active``: the valid unit-steps inside ``mask`` (None without a mask).
+    Returns (dW, dsrc or None, weight multiply-adds, source multiply-adds done)."""
+    T, B, N = y.shape
+    M = dout.shape[2]
+    dense_w = int(lengths.sum()) * (N * M if csr is None else csr.nnz)
+    if event_driven:
+        ev_idx, ev_cnt = events
+        dW = np.empty_like(W)
+        if csr is None:
+            w_macs = cpu_events.grad_weight_dense(ev_idx, ev_cnt, y, dout, lengths, dW)
+        else:
+            w_macs = cpu_events.grad_weight_csr(ev_idx, ev_cnt, y, dout, csr.indptr,
+                                                csr.indices, lengths, dW)
+    else:
+        rows = _valid_rows(lengths, T, B)
+        y2, d2 = y.reshape(T * B, N), dout.reshape(T * B, M)
+        dW = y2.T @ d2 if rows is None else y2[rows].T @ d2[rows]
+        w_macs = dense_w
+    if not need_src:
+        return dW, None, w_macs, 0
+    use_mask = mask is not None
+    mask_arr = mask if use_mask else np.zeros((1, 1, 1), np.bool_)
+    dsrc = np.empty_like(y)
+    dense_src = not use_mask or n_active >= config.GRAD_SOURCE_DENSE_SWITCH * mask.size
+    if csr is None and dense_src:
+        # one BLAS product (then the mask) beats a row-by-row loop unless few
+        # units are backward-active (measured: benchmarks/TRAINING-RESULTS.md)
+        rows = _valid_rows(lengths, T, B)
+        d2 = dout.reshape(T * B, M)
+        if rows is None:
+            dsrc = (d2 @ W.T).reshape(T, B, N)
+        else:
+            dsrc[:] = 0
+            dsrc.reshape(T * B, N)[rows] = d2[rows] @ W.T
+        if use_mask:
+            dsrc *= mask
+        src_macs = dense_w
+    elif csr is None:
+        src_macs = cpu_events.grad_source_dense(dout, W, mask_arr, use_mask, lengths, dsrc)
+    else:
+        src_macs = cpu_events.grad_source_csr(dout, csr.indptr, csr.indices, W, mask_arr,
+                                              use_mask, lengths, dsrc)
+    return dW, dsrc, w_macs, src_macs
+
+
+def propagate_step_backward(y, dout, W, dW, csr, need_src):
+    """One step of BPTT through a projection: dW += y^T dout; returns dout W^T
+    (or None). NumPy on the host (a step is small)."""
+    if csr is None:
+        dW += y.T @ dout
+        return dout @ W.T if need_src else None
+    N, M = csr.shape
+    rows = np.repeat(np.arange(N), np.diff(csr.indptr))
+    dW += np.einsum("bk,bk->k", y[:, rows], dout[:, csr.indices])
+    if not need_src:
+        return None
+    mat = sp.csr_matrix((W, csr.indices, csr.indptr), shape=csr.shape, copy=False)
+    return np.asarray(dout @ mat.T)
+
+
+def _dense_forward(y, W, lengths, out):
+    """out += y @ W over the valid steps (out may be a strided view)."""
+    T, B, N = y.shape
+    rows = _valid_rows(lengths, T, B)
+    y2 = y.reshape(T * B, N)
+    if out.flags.c_contiguous:
+        o2 = out.reshape(T * B, W.shape[1])
+        if rows is None:
+            o2 += y2 @ W
+        else:
+            o2[rows] += y2[rows] @ W
+        return
+    prod = (y2 @ W).reshape(T, B, W.shape[1])
+    if rows is not None:
+        prod *= _valid(lengths, T, B)
+    out += prod
+
+
+def _valid(lengths, T, B):
+    """(T, B, 1) bool: steps within each sample's length."""
+    return (np.arange(T)[:, None] < np.asarray(lengths)[None, :B])[:, :, None]
+
+
+def _valid_rows(lengths, T, B):
+    """Flat (t * B + b) indices of valid steps, or None when all are valid."""
+    if np.all(lengths == T):
+        return None
+    return np.flatnonzero(np.arange(T)[:, None] < lengths[None, :])
+
+
+# --------------------------------------------------------------------------
+# LIF populations (evsim.functional.lif): the sequence kernels of kernels.lif
+
+
+def lif_forward(x, v0, I0, r0, lengths, cell):  # noqa: E741
+    """(s, u, v, I, held, v_last, I_last, r_last, spikes) of one LIF sequence."""
+    T, B, RN = x.shape
+    N = v0.shape[1]
+    dt = x.dtype
+    s, u, v = (np.empty((T, B, N), dt) for _ in range(3))
+    I_seq = np.empty((T, B, RN), dt)
+    held = np.empty((T, B, N), np.uint8)
+    v_last, I_last, r_last = np.empty((B, N), dt), np.empty((B, RN), dt), np.empty((B, N),
+                                                                                  np.int64)
+    n = klif.lif_forward(x, cell.kinds, cell.a.astype(dt), cell.c.astype(dt),
+                         cell.e_rev.astype(dt), cell.conductance, cell.a_m, cell.dt_tau,
+                         cell.v_rest, cell.v_th, cell.v_reset, cell.n_ref, v0, I0, r0, lengths,
+                         s, u, v, I_seq, held, v_last, I_last, r_last)
+    return s, u, v, I_seq, held, v_last, I_last, r_last, int(n)
+
+
+def lif_backward(saved, dy, dv, dI):
+    """(dL/dx (T, B, R N), (dL/dv0, dL/dI0)) through a LIF sequence."""
+    cell = saved.cell
+    T, B, N = saved.s.shape
+    dt = saved.s.dtype
+    RN = dI.shape[1]
+    dx = np.empty((T, B, RN), dt)
+    dv0 = np.empty((B, N), dt)
+    dI0 = np.empty((B, RN), dt)
+    klif.lif_backward(dy, saved.s, saved.u, saved.held, cell.kinds, cell.a.astype(dt),
+                      cell.c.astype(dt), cell.a_m, cell.v_th, cell.v_reset, cell.damp,
+                      cell.support, saved.lengths, dv, dI, dx, dv0, dI0)
+    return dx, (dv0, dI0)

@@ -1,10 +1,10 @@
-"""numba.cuda kernels for the EGRU and for event-driven projections.
+"""numba.cuda kernels for the EGRU, LIF populations and event-driven projections.
 
-The same backend contract as :mod:`evsim.kernels.cpu_backend`
-(``egru_forward``, ``egru_backward``, ``egru_backward_active``, ``output_trace``,
-``output_trace_backward``), on the GPU. The cell
-maths is the one of :mod:`evsim.kernels._cell`, compiled here as CUDA device
-functions: no formula is repeated in this file.
+Functions on device arrays; the backend adapter of the functional layer is
+:mod:`evsim.kernels.cuda_backend`. The EGRU cell maths is the one of
+:mod:`evsim.kernels._cell` and the LIF's the one of :mod:`evsim.kernels.lif`,
+both compiled here as CUDA device functions: no formula is repeated in this
+file.
 
 Importing this module never fails, with or without a GPU; :func:`require`
 raises a ``RuntimeError`` that says what is missing (the ``numba-cuda``
@@ -41,9 +41,16 @@ Projections (for the network; all device arrays, all time-major):
 
 * :func:`compact_events` ``(y) -> (ev_idx, ev_cnt)`` -- ordered event lists.
 * :func:`propagate_events` ``(ev_idx, ev_cnt, y, W, out)`` --
-  ``out[t, b, :] += sum_e y[t, b, i_e] W[i_e, :]`` over the events only.
+  ``out[t, b, :] += sum_e y[t, b, i_e] W[i_e, :]`` over the events only;
+  :func:`propagate_csr_events` and :func:`propagate_csr_delayed_events` through
+  sparse weights (one thread owns each output row: no atomics).
 * :func:`event_weight_grad` ``(y, dout) -> dW`` -- ``dW = sum_t y_t^T dout_t``
-  over the events of y only.
+  over the events of y only; :func:`event_weight_grad_csr` for sparse weights.
+* :func:`source_grad`, :func:`source_grad_csr` -- ``dout W^T`` for the
+  backward-active source units only.
+
+LIF (:func:`lif_forward_device`): one thread per (sample, unit) runs
+:func:`evsim.kernels.lif._unit_forward` over the whole sequence.
 
 Tunables: ``config.THREADS_PER_BLOCK`` (a power of two, read at every launch,
 so tests can patch it small) and :data:`MAX_BLOCKS` (grid size cap; all
@@ -57,7 +64,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from evsim import config
-from evsim.kernels.contract import EGRUSaved
 
 try:  # importing numba's CUDA target must never make this module fail
     from numba import cuda
@@ -691,6 +697,132 @@ def _active(dtype, dense_gru):
     return SimpleNamespace(mask=mask)
 
 
+@functools.lru_cache(maxsize=None)
+def _projection(dtype):
+    """Kernels of sparse projections and of the source gradient."""
+    _cuda()
+    ZERO = np.dtype(dtype).type(0)
+
+    @cuda.jit
+    def propagate_csr(ev_idx, ev_cnt, y, indptr, indices, data, out, macs):
+        """One thread per (t, b) row of out (T, B, M) io: adds the non-zeros of
+        the rows of the events, in event order. macs (T * B,) int64 out."""
+        T, B, M = out.shape
+        for w in range(cuda.grid(1), T * B, cuda.gridsize(1)):
+            t = w // B
+            b = w % B
+            n = 0
+            for e in range(ev_cnt[t, b]):
+                i = ev_idx[t, b, e]
+                val = y[t, b, i]
+                for k in range(indptr[i], indptr[i + 1]):
+                    out[t, b, indices[k]] += val * data[k]
+                n += indptr[i + 1] - indptr[i]
+            macs[w] = n
+
+    @cuda.jit
+    def propagate_csr_delayed(ev_idx, ev_cnt, y, indptr, indices, data, delays, lengths, out,
+                              macs):
+        """One thread per sample b (it owns out[:, b, :]): event of step t adds
+        to row t + delays[k] (dropped past T_out). macs (B,) int64 out."""
+        T, B, N = y.shape
+        T_out = out.shape[0]
+        for b in range(cuda.grid(1), B, cuda.gridsize(1)):
+            n = 0
+            for t in range(min(T, lengths[b])):
+                for e in range(ev_cnt[t, b]):
+                    i = ev_idx[t, b, e]
+                    val = y[t, b, i]
+                    for k in range(indptr[i], indptr[i + 1]):
+                        td = t + delays[k]
+                        if td < T_out:
+                            out[td, b, indices[k]] += val * data[k]
+                    n += indptr[i + 1] - indptr[i]
+            macs[b] = n
+
+    @cuda.jit
+    def outer_events_csr(off, ev_s, ev_v, dout, rows, indices, ddata):
+        """ddata[k] = sum over the events e of unit rows[k] of
+        ev_v[e] dout[ev_s[e], indices[k]]; one thread per non-zero k."""
+        for k in range(cuda.grid(1), ddata.shape[0], cuda.gridsize(1)):
+            i = rows[k]
+            col = indices[k]
+            acc = ZERO
+            for e in range(off[i], off[i + 1]):
+                acc += ev_v[e] * dout[ev_s[e], col]
+            ddata[k] = acc
+
+    @cuda.jit
+    def source_dense(dout, W, mask, use_mask, lengths, dsrc):
+        """dsrc[t, b, i] (out) = dout[t, b, :] . W[i, :] where needed, else 0."""
+        T, B, M = dout.shape
+        N = W.shape[0]
+        for w in range(cuda.grid(1), T * B * N, cuda.gridsize(1)):
+            i = w % N
+            tb = w // N
+            t = tb // B
+            b = tb % B
+            acc = ZERO
+            if t < lengths[b] and (not use_mask or mask[t, b, i] != 0):
+                for k in range(M):
+                    acc += dout[t, b, k] * W[i, k]
+            dsrc[t, b, i] = acc
+
+    @cuda.jit
+    def source_csr(dout, indptr, indices, data, mask, use_mask, lengths, dsrc):
+        """dsrc[t, b, i] (out) = sum over row i of data[k] dout[t, b, indices[k]]."""
+        T, B, _ = dout.shape
+        N = indptr.shape[0] - 1
+        for w in range(cuda.grid(1), T * B * N, cuda.gridsize(1)):
+            i = w % N
+            tb = w // N
+            t = tb // B
+            b = tb % B
+            acc = ZERO
+            if t < lengths[b] and (not use_mask or mask[t, b, i] != 0):
+                for k in range(indptr[i], indptr[i + 1]):
+                    acc += data[k] * dout[t, b, indices[k]]
+            dsrc[t, b, i] = acc
+
+    return SimpleNamespace(propagate_csr=propagate_csr,
+                           propagate_csr_delayed=propagate_csr_delayed,
+                           outer_events_csr=outer_events_csr, source_dense=source_dense,
+                           source_csr=source_csr)
+
+
+@functools.lru_cache(maxsize=1)
+def _lif():
+    """The LIF sequence kernel: :func:`evsim.kernels.lif._unit_forward`, the
+    CPU's own per-unit loop, compiled as a CUDA device function with the
+    inline maths it calls (``arrive``, ``membrane``, ``membrane_cond``)
+    compiled for CUDA too: the update is written once, in kernels/lif.py."""
+    import types
+
+    from evsim.kernels import lif as klif
+
+    _cuda()
+    device = cuda.jit(device=True)
+    maths = {n: device(getattr(klif, n).py_func) for n in ("arrive", "membrane", "membrane_cond")}
+    src = klif._unit_forward.py_func
+    scope = dict(src.__globals__, **maths)
+    unit_forward = device(types.FunctionType(src.__code__, scope, src.__name__, src.__defaults__,
+                                             src.__closure__))
+
+    @cuda.jit
+    def forward(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset, n_ref, v0, I0,
+                r0, lengths, s, u, v, I, held, v_last, I_last, r_last, counts):  # noqa: E741
+        """One thread per (b, j) unit (grid-stride); counts (B N,) int64 out:
+        spikes per unit. The other arguments: :func:`evsim.kernels.lif.lif_forward`."""
+        T, B, N = s.shape
+        for w in range(cuda.grid(1), B * N, cuda.gridsize(1)):
+            b = w // N
+            counts[w] = unit_forward(b, w % N, x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest,
+                                     v_th, v_reset, n_ref, v0, I0, r0, lengths[b], s, u, v, I,
+                                     held, v_last, I_last, r_last)
+
+    return SimpleNamespace(forward=forward)
+
+
 # --------------------------------------------------------------------------
 # Device-array helpers
 
@@ -871,11 +1003,11 @@ def backward_device(
     )
 
 
-def _event_weight_grad(y0, y, lengths, shift, dout2, dt):
-    """dW (N, K) = sum over (t, b) of src[t, b, :]^T dout2[t * B + b, :] over the
-    non-zero src values only (src = y shifted by one step after y0 when shift)."""
+def _unit_major(y0, y, lengths, shift, dt):
+    """Unit-major event list of the non-zero source values (src = y, or y
+    shifted by one step after y0 when shift): offsets ``off`` (N + 1,) int32,
+    rows ``ev_s`` (t * B + b) and values ``ev_v``, and the number of events."""
     T, B, N = y.shape
-    K = dout2.shape[1]
     com = _common(dt)
     tpb = _tpb()
     cnt = _zeros((N,), np.int32)
@@ -887,8 +1019,17 @@ def _event_weight_grad(y0, y, lengths, shift, dout2, dt):
     ev_s = _zeros((max(n_ev, 1),), np.int32)
     ev_v = _zeros((max(n_ev, 1),), dt)
     com.unit_fill[_grid1(N)](y0, y, lengths, shift, off, ev_s, ev_v)
+    return off, ev_s, ev_v, n_ev
+
+
+def _event_weight_grad(y0, y, lengths, shift, dout2, dt):
+    """dW (N, K) = sum over (t, b) of src[t, b, :]^T dout2[t * B + b, :] over the
+    non-zero src values only (src = y shifted by one step after y0 when shift)."""
+    N = y.shape[2]
+    K = dout2.shape[1]
+    off, ev_s, ev_v, n_ev = _unit_major(y0, y, lengths, shift, dt)
     dW = _zeros((N, K), dt)
-    com.outer_events[_grid1(N * K)](off, ev_s, ev_v, dout2, dW)
+    _common(dt).outer_events[_grid1(N * K)](off, ev_s, ev_v, dout2, dW)
     return dW, n_ev
 
 
@@ -929,124 +1070,138 @@ def propagate_events(ev_idx, ev_cnt, y, W, out, slot0=0):
     return out
 
 
-def event_weight_grad(y, dout):
+def _lengths(lengths, T, B):
+    return _dev(np.full(B, T, np.int64) if lengths is None else np.asarray(lengths, np.int64))
+
+
+def event_weight_grad(y, dout, lengths=None):
     """Weight gradient of an event-driven projection: ``dW = sum_t y_t^T dout_t``
-    over the events (non-zero entries) of y only. y (T, B, N), dout (T, B, K);
-    returns a device array (N, K) and the number of events used."""
+    over the events (non-zero entries) of y only, at steps t < lengths[b].
+    y (T, B, N), dout (T, B, K), lengths (B,) (default all T); returns a device
+    array (N, K) and the number of events used."""
     require()
     y, dout = _dev(y), _dev(dout)
     T, B, N = y.shape
     K = dout.shape[2]
     dt = np.dtype(dout.dtype)
-    lengths = _dev(np.full(B, T, np.int64))
     y0 = _zeros((B, N), dt)
-    return _event_weight_grad(y0, y, lengths, False, dout.reshape(T * B, K), dt)
+    return _event_weight_grad(y0, y, _lengths(lengths, T, B), False, dout.reshape(T * B, K), dt)
+
+
+def propagate_csr_events(ev_idx, ev_cnt, y, indptr, indices, data, out):
+    """Sparse event-driven projection: for each event i of step t,
+    ``out[t, b, indices[k]] += y[t, b, i] data[k]`` over the non-zeros k of
+    row i. ev_idx (T, B, N) int32, ev_cnt (T, B) int32 (zero past a length);
+    indptr (N + 1,), indices (nnz,) int64, data (nnz,); out (T, B, M) device
+    array, updated in place (one thread owns each (t, b) row: no races).
+    Returns the multiply-adds done (host int)."""
+    require()
+    T, B, M = out.shape
+    dt = np.dtype(out.dtype)
+    macs = _zeros((T * B,), np.int64)
+    _projection(dt).propagate_csr[_grid1(T * B)](
+        _dev(ev_idx), _dev(ev_cnt), _dev(y), _dev(indptr), _dev(indices), _dev(data), out, macs
+    )
+    return int(macs.copy_to_host().sum())
+
+
+def propagate_csr_delayed_events(ev_idx, ev_cnt, y, indptr, indices, data, delays, lengths,
+                                 out):
+    """:func:`propagate_csr_events` with a delay per non-zero: the event of step
+    t adds to ``out[t + delays[k]]`` (dropped past the end of out (T_out, B, M)).
+    One thread per sample. Returns the multiply-adds done."""
+    require()
+    T_out, B, M = out.shape
+    dt = np.dtype(out.dtype)
+    macs = _zeros((B,), np.int64)
+    _projection(dt).propagate_csr_delayed[_grid1(B)](
+        _dev(ev_idx), _dev(ev_cnt), _dev(y), _dev(indptr), _dev(indices), _dev(data),
+        _dev(delays), _dev(lengths), out, macs
+    )
+    return int(macs.copy_to_host().sum())
+
+
+def event_weight_grad_csr(y, dout, indptr, indices, lengths=None):
+    """Gradient of the values of a sparse projection: ``ddata[k] = sum over
+    events (t, b, i) of y[t, b, i] dout[t, b, indices[k]]`` for the non-zeros k
+    of row i. Returns a device array (nnz,) and the multiply-adds done."""
+    require()
+    y, dout = _dev(y), _dev(dout)
+    T, B, N = y.shape
+    M = dout.shape[2]
+    dt = np.dtype(dout.dtype)
+    indptr_h = np.asarray(indptr, np.int64)
+    rows = np.repeat(np.arange(N, dtype=np.int64), np.diff(indptr_h))
+    off, ev_s, ev_v, _ = _unit_major(_zeros((B, N), dt), y, _lengths(lengths, T, B), False, dt)
+    nnz = rows.shape[0]
+    ddata = _zeros((max(nnz, 1),), dt)
+    if nnz:
+        _projection(dt).outer_events_csr[_grid1(nnz)](
+            off, ev_s, ev_v, dout.reshape(T * B, M), _dev(rows), _dev(indices), ddata
+        )
+    per_unit = np.diff(off.copy_to_host().astype(np.int64))
+    return ddata[:nnz], int(per_unit @ np.diff(indptr_h))
+
+
+def source_grad(dout, W, mask, lengths):
+    """``dsrc[t, b, i] = dout[t, b, :] . W[i, :]`` where ``mask[t, b, i]`` (all
+    units when mask is None) and t < lengths[b]; zero elsewhere. dout
+    (T, B, M), W (N, M); returns a device array (T, B, N)."""
+    require()
+    dout = _dev(dout)
+    T, B, M = dout.shape
+    N = W.shape[0]
+    dt = np.dtype(dout.dtype)
+    use = mask is not None
+    m = _dev(np.ascontiguousarray(mask, np.uint8) if use else np.zeros((1, 1, 1), np.uint8))
+    dsrc = _zeros((T, B, N), dt)
+    _projection(dt).source_dense[_grid1(T * B * N)](dout, _dev(W), m, use, _dev(lengths), dsrc)
+    return dsrc
+
+
+def source_grad_csr(dout, indptr, indices, data, mask, lengths):
+    """:func:`source_grad` through a sparse matrix: ``dsrc[t, b, i] = sum over
+    the non-zeros k of row i of data[k] dout[t, b, indices[k]]``."""
+    require()
+    dout = _dev(dout)
+    T, B, M = dout.shape
+    N = len(indptr) - 1
+    dt = np.dtype(dout.dtype)
+    use = mask is not None
+    m = _dev(np.ascontiguousarray(mask, np.uint8) if use else np.zeros((1, 1, 1), np.uint8))
+    dsrc = _zeros((T, B, N), dt)
+    _projection(dt).source_csr[_grid1(T * B * N)](
+        dout, _dev(indptr), _dev(indices), _dev(data), m, use, _dev(lengths), dsrc
+    )
+    return dsrc
 
 
 # --------------------------------------------------------------------------
-# Backend contract of evsim.functional (records of evsim.kernels.contract;
-# host arrays in, host arrays out, the saved state kept on the device)
+# LIF populations: the sequence maths of evsim.kernels.lif on the device
 
 
-def egru_forward(args):
-    """Forward for :mod:`evsim.functional`: (host outputs ``y, h, c, h_last,
-    y_last``; host event lists; :class:`EGRUSaved` of device arrays or None;
-    stats)."""
+def lif_forward_device(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset, n_ref,
+                       v0, I0, r0, lengths):  # noqa: E741
+    """A LIF population over a whole sequence, one thread per (sample, unit):
+    the arguments and outputs of :func:`evsim.kernels.lif.lif_forward` (device
+    or host arrays in). Returns a dict of device arrays ``s, u, v, I, held,
+    v_last, I_last, r_last`` and the number of spikes (host int)."""
     require()
-    dev = {n: _dev(getattr(args, n)) for n in ("a", "Reff", "br", "thr", "h0", "y0", "keep",
-                                                "lengths")}
-    d = forward_device(
-        dev["a"],
-        dev["Reff"],
-        dev["br"],
-        dev["thr"],
-        dev["h0"],
-        dev["y0"],
-        dev["keep"],
-        args.keep_mode,
-        dev["lengths"],
-        args.dense_gru,
-        args.training,
+    x = _dev(x)
+    T, B, RN = x.shape
+    N = v0.shape[1]
+    dt = np.dtype(x.dtype)
+    out = {n: _zeros((T, B, N), dt) for n in ("s", "u", "v")}
+    out["I"] = _zeros((T, B, RN), dt)
+    out["held"] = _zeros((T, B, N), np.uint8)
+    out["v_last"] = _zeros((B, N), dt)
+    out["I_last"] = _zeros((B, RN), dt)
+    out["r_last"] = _zeros((B, N), np.int64)
+    counts = _zeros((B * N,), np.int64)
+    _lif().forward[_grid1(B * N)](
+        x, _dev(kinds), _dev(a), _dev(c), _dev(e_rev), bool(cond), float(a_m), float(dt_tau),
+        float(v_rest), float(v_th), float(v_reset), int(n_ref), _dev(v0), _dev(I0), _dev(r0),
+        _dev(lengths), out["s"], out["u"], out["v"], out["I"], out["held"], out["v_last"],
+        out["I_last"], out["r_last"], counts
     )
-    out = {n: d[n].copy_to_host() for n in ("y", "h", "c", "h_last", "y_last")}
-    events = (d["ev_idx"].copy_to_host(), d["ev_cnt"].copy_to_host())
-    saved = EGRUSaved(**{n: d[n] for n in _RECORD}) if args.training else None
-    counts = d["counts"].copy_to_host()
-    T, B, H = args.shape
-    total = counts.sum(axis=0)
-    stats = dict(
-        events=int(total[0]),
-        fwd_macs=int(total[1]),
-        fwd_macs_dense=int(args.lengths.sum()) * H * 3 * H,
-    )
-    return out, events, saved, stats
-
-
-
-def egru_backward_active(args, saved):
-    """(mask (T, B, H) bool, counts (T, B) int64) of the backward-active units,
-    computed on the device from the saved membrane values."""
-    require()
-    v = saved.v
-    T, B, H = v.shape
-    mask = _zeros((T, B, H), np.uint8)
-    _active(np.dtype(v.dtype), bool(args.dense_gru)).mask[_grid1(T * B * H)](
-        v, _dev(args.thr), args.support, mask
-    )
-    host = mask.copy_to_host().astype(np.bool_)
-    return host, host.sum(axis=2, dtype=np.int64)
-
-
-def egru_backward(args, saved, events, active, rows, activity, dy, dh, dy_last):
-    """Backward for :mod:`evsim.functional`: sparse BPTT on the device arrays of
-    :func:`egru_forward`; returns (host gradients ``drive, R, br, thr, h0, y0``;
-    stats)."""
-    require()
-    rmask = None if args.rmask is None else _dev(args.rmask)
-    res = backward_device(
-        _dev(args.Reff),
-        _dev(args.thr),
-        _dev(args.keep),
-        args.keep_mode,
-        _dev(args.lengths),
-        args.dense_gru,
-        args.damp,
-        args.support,
-        {n: getattr(saved, n) for n in _RECORD},
-        _dev(args.h0),
-        _dev(args.y0),
-        _dev(dy),
-        _dev(dh),
-        _dev(dy_last),
-        rmask,
-    )
-    T, B, H = args.shape
-    G = 3 * H
-    lengths = args.lengths
-    done = int(res["active_rows"].copy_to_host().sum())
-    dense_rows = int(np.maximum(lengths - 1, 0).sum()) * H
-    stats = dict(
-        bwd_macs=done * G + res["dR_events"] * G,
-        bwd_macs_dense=dense_rows * G + int(lengths.sum()) * H * G,
-    )
-    return {n: res[n].copy_to_host() for n in ("drive", "R", "br", "thr", "h0", "y0")}, stats
-
-
-def output_trace(y, alpha, trace):
-    """trace (T, B, H) = output trace of y; host or device arrays (trace updated)."""
-    require()
-    dy, dtr = _dev(y), _dev(trace)
-    T, B, H = dy.shape
-    _common(np.dtype(dy.dtype)).trace_fwd[_grid1(B * H)](dy, alpha, dtr)
-    if dtr is not trace:
-        trace[...] = dtr.copy_to_host()
-
-
-def output_trace_backward(dtrace, alpha, dy):
-    """dy += gradient through the trace; host or device arrays (dy updated)."""
-    require()
-    dd, ddy = _dev(dtrace), _dev(dy)
-    T, B, H = dd.shape
-    _common(np.dtype(dd.dtype)).trace_bwd[_grid1(B * H)](dd, alpha, ddy)
-    if ddy is not dy:
-        dy[...] = ddy.copy_to_host()
+    return out, int(counts.copy_to_host().sum())

@@ -25,7 +25,10 @@ class Network:
     seed : int. Drives every random stream (initial weights, zoneout,
         DropConnect, Poisson inputs).
     dtype : "float32" (default) or "float64" for all arrays.
-    backend : EGRU kernels: "cpu" (event-driven), "dense", "reference" or "cuda".
+    backend : the kernels of every population and projection (see
+        :mod:`evsim.functional`): "cpu" (event-driven), "dense" and
+        "reference" (the EGRU's dense products or its NumPy oracle; other
+        kinds as "cpu") or "cuda".
     progress : True / False / None (auto: a tqdm bar when a run is long).
     dt : step in ms (used by LIF time constants and Poisson rates in Hz).
     """
@@ -126,7 +129,7 @@ class Network:
             raise ValueError(f"projection {name!r} already exists; give this one another "
                              f"receptor or a name (connect(..., name='...'))")
         proj = Projection(src, tgt, kind=kind, p=p, init=init, scale=scale, seed=seed,
-                          rule=rule, receptor=receptor, delay=delay, name=name)
+                          rule=rule, receptor=receptor, delay=delay, name=name, network=self)
         if weight is not None and rule is None and getattr(weight, "shape", None) != proj.shape:
             raise ValueError(f"{where}: weight must have shape (source size, target input "
                              f"width) = {proj.shape}, got "
