@@ -32,8 +32,8 @@ from evsim import functional as F
 from evsim.functional import LIFSaved
 from evsim.receptors import Conductance, Current, receptor_from_config
 
-__all__ = ["Population", "EGRU", "GRU", "LIF", "Readout", "DenseInput", "SpikeInput",
-           "PoissonInput", "Embedding"]
+__all__ = ["Population", "GatedRecurrent", "EGRU", "GRU", "LIF", "Readout", "DenseInput",
+           "SpikeInput", "PoissonInput", "Embedding"]
 
 
 @dataclass
@@ -128,7 +128,99 @@ def _uniform(rng, shape, k, dtype):
 # EGRU and GRU
 
 
-class EGRU(Population):
+class GatedRecurrent(Population):
+    """What the EGRU and the GRU share: a gated recurrent cell (gate blocks z, r,
+    g) that owns its recurrent weights, run by the functional layer's EGRU/GRU
+    kernels. Parameters ``R`` (H, 3H), ``br``, ``bx`` (3H,), drawn like
+    ``torch.nn.GRU``'s (uniform in ``±1/sqrt(H)``); state ``h``, ``y``
+    (B, H); input drive of width 3H. Subclasses say how the cell runs
+    (:meth:`_run`), what it emits and which parameters it adds.
+    """
+
+    variables = ("y", "h")
+
+    def __init__(self, name, size, zoneout=0.0, dropconnect=0.0):
+        super().__init__(name, size)
+        self.zoneout = check.probability(f"{name}: zoneout", zoneout)
+        self.dropconnect = check.probability(f"{name}: dropconnect", dropconnect)
+
+    @property
+    def in_size(self):
+        return 3 * self.size
+
+    def _init_params(self, rng, dtype):
+        H = self.size
+        k = 1.0 / np.sqrt(H)
+        self.params = {"R": _uniform(rng, (H, 3 * H), k, dtype),
+                       "br": _uniform(rng, 3 * H, k, dtype),
+                       "bx": _uniform(rng, 3 * H, k, dtype)}
+
+    def _initial_state(self, B, dtype, rng=None):
+        return {"h": np.zeros((B, self.size), dtype), "y": np.zeros((B, self.size), dtype)}
+
+    # -- what differs between the cells -------------------------------------
+    def _run(self, a, state, training, backend, lengths, rng):
+        """The cell over a sequence: an :class:`evsim.functional.EGRUResult`
+        for the input drive ``a`` (T, B, 3H) (the projections' sum plus ``bx``)."""
+        raise NotImplementedError
+
+    def _membrane(self, h, c):
+        """The membrane before the reset, v, from the state h after it."""
+        return h
+
+    def _events(self, res):
+        """Event lists (slot t = step t) for the projections, or None."""
+        return None
+
+    def _step_events(self, y, alive):
+        """Events emitted in one step (y (B, H), alive (B,) bool)."""
+        return int(alive.sum()) * self.size
+
+    def _param_grads(self, g):
+        """Gradients of the parameters besides R, br and bx."""
+        return {}
+
+    # -- the population contract (see evsim.protocol) ------------------------
+    def _forward(self, drive, state, training, backend, lengths, rng):
+        res = self._run(drive + self.params["bx"], state, training, backend, lengths, rng)
+        stats = {k: res.stats[k] for k in ("events", "activity", "fwd_macs", "fwd_macs_event",
+                                           "fwd_macs_dense")}
+
+        def variables():
+            out = {"y": res.y, "h": res.h, "v": self._membrane(res.h, res.c), "c": res.c}
+            if res.trace is not None:
+                out["trace"] = res.trace
+            return out
+
+        return PopRun(y=res.y, events=self._events(res), state={"h": res.h_last,
+                                                                "y": res.y_last},
+                      saved=res, stats=stats, variables=variables)
+
+    def _step(self, drive_t, state, alive, training, backend, rng):
+        """One step for the step-wise schedule: drive_t (B, 3H)."""
+        res = self._run(drive_t[None] + self.params["bx"], state, training, backend, None, rng)
+        keep = alive[:, None]
+        y = np.where(keep, res.y[0], 0).astype(drive_t.dtype)
+        new = {"h": np.where(keep, res.h[0], state["h"]),
+               "y": np.where(keep, res.y[0], state["y"])}
+        v = self._membrane(res.h[0], res.c[0])
+        var = {"y": y, "h": new["h"] * keep, "v": v * keep, "c": res.c[0] * keep}
+        # counters of what the kernel did (it steps finished samples too)
+        return y, new, var, {"events": self._step_events(y, alive),
+                             "fwd_macs": res.stats["fwd_macs"],
+                             "fwd_macs_dense": res.stats["fwd_macs_dense"]}
+
+    def _backward(self, run, dy, extra):
+        res = run.saved
+        g = F.egru_backward(res, dy, dtrace=extra.get("trace"))
+        grads = {"R": g["R"], "br": g["br"], "bx": g["drive"].reshape(-1, 3 * self.size).sum(0)}
+        grads.update(self._param_grads(g))
+        st = {k: g.stats[k] for k in ("bwd_macs", "bwd_macs_event", "bwd_macs_dense",
+                                      "backward_sparsity")}
+        return g["drive"], grads, st
+
+
+class EGRU(GatedRecurrent):
     """Event-based GRU population (DESIGN.md section 1).
 
     Parameters
@@ -151,11 +243,10 @@ class EGRU(Population):
     variables = ("y", "h", "v", "c")
     emits_events = True
     threshold_names = ("thr",)
-    _gru = False
 
     def __init__(self, name, size, thr_mean=None, damp=None, support=None, zoneout=0.0,
                  dropconnect=0.0, trace_alpha=None):
-        super().__init__(name, size)
+        super().__init__(name, size, zoneout, dropconnect)
         self.thr_mean = config.THRESHOLD_MEAN if thr_mean is None else check.probability(
             f"{name}: thr_mean", thr_mean)
         if self.thr_mean <= 0:
@@ -164,8 +255,6 @@ class EGRU(Population):
                                                                     allow_zero=True)
         self.support = config.SUPPORT if support is None else check.positive(
             f"{name}: support", support)
-        self.zoneout = check.probability(f"{name}: zoneout", zoneout)
-        self.dropconnect = check.probability(f"{name}: dropconnect", dropconnect)
         self.trace_alpha = None if trace_alpha is None else check.probability(
             f"{name}: trace_alpha", trace_alpha)
         self._kwargs.update(thr_mean=self.thr_mean, damp=self.damp, support=self.support,
@@ -174,112 +263,55 @@ class EGRU(Population):
         if self.trace_alpha is not None:
             self.variables = self.variables + ("trace",)
 
-    @property
-    def in_size(self):
-        return 3 * self.size
-
     def _init_params(self, rng, dtype):
-        H = self.size
-        k = 1.0 / np.sqrt(H)
-        self.params = {"R": _uniform(rng, (H, 3 * H), k, dtype),
-                       "br": _uniform(rng, 3 * H, k, dtype),
-                       "bx": _uniform(rng, 3 * H, k, dtype)}
-        if not self._gru:
-            m = self.thr_mean
-            thr = rng.beta(10 * m, 10 * (1 - m), H)
-            lo, hi = config.THRESHOLD_RANGE
-            self.params["thr"] = np.ascontiguousarray(np.clip(thr, lo, hi), dtype)
+        super()._init_params(rng, dtype)
+        m = self.thr_mean
+        thr = rng.beta(10 * m, 10 * (1 - m), self.size)
+        lo, hi = config.THRESHOLD_RANGE
+        self.params["thr"] = np.ascontiguousarray(np.clip(thr, lo, hi), dtype)
 
-    def _initial_state(self, B, dtype, rng=None):
-        return {"h": np.zeros((B, self.size), dtype), "y": np.zeros((B, self.size), dtype)}
-
-    def _call(self, drive, state, training, backend, lengths, rng):
-        from evsim.functional import egru_forward_drive
-
+    def _run(self, a, state, training, backend, lengths, rng):
         p = self.params
-        a = drive + p["bx"]
-        thr = None if self._gru else p["thr"]
-        if self._gru and backend == "cpu":
-            backend = "dense"
-        return egru_forward_drive(
-            a, p["R"], p["br"], thr, state["h"], state["y"],
-            damp=None if self._gru else self.damp, support=None if self._gru else self.support,
-            training=training, backend=backend, zoneout=self.zoneout,
+        return F.egru_forward_drive(
+            a, p["R"], p["br"], p["thr"], state["h"], state["y"], damp=self.damp,
+            support=self.support, training=training, backend=backend, zoneout=self.zoneout,
             dropconnect=self.dropconnect, trace_alpha=self.trace_alpha, lengths=lengths,
-            rng=rng, gru=self._gru)
+            rng=rng)
 
-    def _forward(self, drive, state, training, backend, lengths, rng):
-        res = self._call(drive, state, training, backend, lengths, rng)
+    def _membrane(self, h, c):
+        # v = h + c thr (the reset subtracted thr where the unit fired)
+        return np.where(c != 0, h + self.params["thr"], h)
+
+    def _events(self, res):
         ev = res.events
-        events = None if (ev is None or self._gru) else (ev[0][1:], ev[1][1:])
-        stats = {k: res.stats[k] for k in ("events", "activity", "fwd_macs", "fwd_macs_event",
-                                           "fwd_macs_dense")}
-        thr = None if self._gru else self.params["thr"]
+        return None if ev is None else (ev[0][1:], ev[1][1:])
 
-        def variables():
-            # v = h + c thr (the reset subtracted thr where the unit fired)
-            v = res.h if thr is None else np.where(res.c != 0, res.h + thr, res.h)
-            out = {"y": res.y, "h": res.h, "v": v, "c": res.c}
-            if res.trace is not None:
-                out["trace"] = res.trace
-            return out
+    def _step_events(self, y, alive):
+        return int(np.count_nonzero(y))
 
-        return PopRun(y=res.y, events=events, state={"h": res.h_last, "y": res.y_last},
-                      saved=res, stats=stats, variables=variables)
-
-    def _step(self, drive_t, state, alive, training, backend, rng):
-        """One step for the step-wise schedule: drive_t (B, 3H)."""
-        res = self._call(drive_t[None], state, training, backend, None, rng)
-        keep = alive[:, None]
-        y = np.where(keep, res.y[0], 0).astype(drive_t.dtype)
-        new = {"h": np.where(keep, res.h[0], state["h"]),
-               "y": np.where(keep, res.y[0], state["y"])}
-        thr = 0 if self._gru else self.params["thr"]
-        v = np.where(res.c[0] != 0, res.h[0] + thr, res.h[0]) if not self._gru else res.h[0]
-        var = {"y": y, "h": new["h"] * keep, "v": v * keep, "c": res.c[0] * keep}
-        n_alive = int(alive.sum())
-        # counters of what the kernel did (it steps finished samples too)
-        return y, new, var, {"events": n_alive * self.size if self._gru
-                             else int(np.count_nonzero(y)),
-                             "fwd_macs": res.stats["fwd_macs"],
-                             "fwd_macs_dense": res.stats["fwd_macs_dense"]}
+    def _param_grads(self, g):
+        return {"thr": g["thr"]}
 
     def _backward_mask(self, run):
-        if self._gru:
-            return None
         return run.saved.backward_active()  # None (all units) when nothing was saved
 
-    def _backward(self, run, dy, extra):
-        from evsim.functional import egru_backward
 
-        res = run.saved
-        dtrace = extra.get("trace")
-        g = egru_backward(res, dy, dtrace=dtrace)
-        grads = {"R": g["R"], "br": g["br"], "bx": g["drive"].reshape(-1, 3 * self.size).sum(0)}
-        if not self._gru:
-            grads["thr"] = g["thr"]
-        st = {k: g.stats[k] for k in ("bwd_macs", "bwd_macs_event", "bwd_macs_dense",
-                                      "backward_sparsity")}
-        return g["drive"], grads, st
-
-
-class GRU(EGRU):
+class GRU(GatedRecurrent):
     """Dense GRU baseline on the same kernels (dense path): every unit emits its
     state every step (y = h). Parameters ``R``, ``br``, ``bx``; init like
-    ``torch.nn.GRU``."""
-
-    variables = ("y", "h")
-    emits_events = False
-    threshold_names = ()
-    _gru = True
+    ``torch.nn.GRU``. ``backend="cpu"`` runs the dense kernels (a GRU has no
+    events to skip)."""
 
     def __init__(self, name, size, zoneout=0.0, dropconnect=0.0):
-        Population.__init__(self, name, size)
-        self.thr_mean = self.damp = self.support = None
-        self.zoneout = check.probability(f"{name}: zoneout", zoneout)
-        self.dropconnect = check.probability(f"{name}: dropconnect", dropconnect)
-        self.trace_alpha = None
+        super().__init__(name, size, zoneout, dropconnect)
         self._kwargs.update(zoneout=self.zoneout, dropconnect=self.dropconnect)
+
+    def _run(self, a, state, training, backend, lengths, rng):
+        p = self.params
+        return F.gru_forward_drive(
+            a, p["R"], p["br"], state["h"], training=training,
+            backend="dense" if backend == "cpu" else backend, zoneout=self.zoneout,
+            dropconnect=self.dropconnect, lengths=lengths, rng=rng)
 
 
 # --------------------------------------------------------------------------

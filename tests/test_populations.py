@@ -81,6 +81,26 @@ def test_gru_equals_torch_formula():
     assert res.stats["g"]["events"] == T * H  # every unit emits every step
 
 
+def test_gru_is_its_own_population_kind():
+    """GRU and EGRU share a base (parameters R, br, bx; a recurrent cell that
+    owns its recurrence), not an is-a: a GRU has no thresholds, no events, no
+    surrogate and no trace."""
+    from evsim.network import Network
+    from evsim.populations import GatedRecurrent
+
+    assert not issubclass(GRU, EGRU) and not issubclass(EGRU, GRU)
+    assert issubclass(GRU, GatedRecurrent) and issubclass(EGRU, GatedRecurrent)
+    g = GRU("g", 3, zoneout=0.1)
+    assert g.config() == {"name": "g", "size": 3, "zoneout": 0.1, "dropconnect": 0.0}
+    assert not g.emits_events and g.threshold_names == () and g.variables == ("y", "h")
+    assert not hasattr(g, "thr_mean") and not hasattr(g, "trace_alpha")
+    net = Network(seed=0)
+    net.add(g)
+    assert sorted(g.params) == ["R", "br", "bx"]
+    with pytest.raises(ValueError, match="own their recurrent weights"):
+        net.connect("g", "g")
+
+
 @pytest.mark.parametrize("refractory", [0.0, 2.0])
 def test_lif_golden_steps(refractory):
     """Steps computed by hand: exact integration of an exponential current

@@ -10,7 +10,8 @@ the work the kernels really did.
 Kinds of computation:
 
 * EGRU and GRU (:mod:`.egru`): :func:`egru_forward`, :func:`egru_forward_drive`,
-  :func:`egru_backward`, :func:`gru_forward`, :func:`gru_backward`;
+  :func:`egru_backward`, :func:`gru_forward`, :func:`gru_forward_drive`,
+  :func:`gru_backward`;
 * LIF (:mod:`.lif`): :func:`lif_cell`, :func:`lif_forward`, :func:`lif_backward`,
   :func:`lif_backward_active`;
 * projections (:mod:`.projection`): :func:`compact_events`, :func:`csr`,
@@ -44,6 +45,7 @@ from evsim.functional.egru import (
     egru_forward_drive,
     gru_backward,
     gru_forward,
+    gru_forward_drive,
 )
 from evsim.functional.lif import (
     LIFCell,
@@ -66,7 +68,8 @@ from evsim.functional.trace import output_trace, output_trace_backward
 
 __all__ = [
     "BACKENDS", "GRAD_KEYS", "EGRUResult", "Gradients", "egru_forward", "egru_forward_drive",
-    "egru_backward", "gru_forward", "gru_backward", "LIFCell", "LIFResult", "LIFSaved",
+    "egru_backward", "gru_forward", "gru_forward_drive", "gru_backward", "LIFCell",
+    "LIFResult", "LIFSaved",
     "lif_cell", "lif_forward", "lif_backward", "lif_backward_active", "CSR", "csr",
     "compact_events", "propagate", "propagate_backward", "propagate_step_backward",
     "output_trace", "output_trace_backward",

@@ -181,15 +181,29 @@ def egru_forward_drive(drive, R, br, thr, h0=None, y0=None, *, damp=None, suppor
     """Like :func:`egru_forward`, but given the input drive ``drive`` (T, B, 3H)
     = sum of all input projections plus ``bx``, as a network computes it.
     :func:`egru_backward` then returns its gradient under ``"drive"``, and no
-    ``x``, ``W`` or ``bx``. With ``gru=True`` the cell is a plain GRU."""
+    ``x``, ``W`` or ``bx``. (``gru=True`` is :func:`gru_forward_drive`.)"""
     if gru:
-        R = check.float_array("R", R, (None, None), finite=False)  # checked in _forward
-        thr = np.zeros(R.shape[0], dtype=R.dtype)
-        y0, damp, support = h0, 0.0, 1.0
+        return gru_forward_drive(drive, R, br, h0, training=training, backend=backend,
+                                 zoneout=zoneout, zoneout_mask=zoneout_mask,
+                                 dropconnect=dropconnect, dropconnect_mask=dropconnect_mask,
+                                 trace_alpha=trace_alpha, lengths=lengths, rng=rng)
     with threads.owned():
         return _forward(None, None, R, None, br, thr, h0, y0, damp, support, training,
                         backend, zoneout, zoneout_mask, dropconnect, dropconnect_mask,
-                        trace_alpha, lengths, rng, dense_gru=gru, a=drive)
+                        trace_alpha, lengths, rng, dense_gru=False, a=drive)
+
+
+def gru_forward_drive(drive, R, br, h0=None, *, training=True, backend="dense", zoneout=0.0,
+                      zoneout_mask=None, dropconnect=0.0, dropconnect_mask=None,
+                      trace_alpha=None, lengths=None, rng=None):
+    """A plain GRU given its input drive ``drive`` (T, B, 3H) (see
+    :func:`egru_forward_drive` and :func:`gru_forward`)."""
+    R = check.float_array("R", R, (None, None), finite=False)  # checked in _forward
+    thr = np.zeros(R.shape[0], dtype=R.dtype)
+    with threads.owned():
+        return _forward(None, None, R, None, br, thr, h0, h0, 0.0, 1.0, training, backend,
+                        zoneout, zoneout_mask, dropconnect, dropconnect_mask, trace_alpha,
+                        lengths, rng, dense_gru=True, a=drive)
 
 
 def egru_backward(result, dy, dh_last=None, *, dy_last=None, dtrace=None):

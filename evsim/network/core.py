@@ -110,7 +110,7 @@ class Network:
         src = self._pop(source, "source population")
         tgt = self._pop(target, "target population")
         where = f"connect({src.name!r}, {tgt.name!r})"
-        if src is tgt and isinstance(src, pops.EGRU):
+        if src is tgt and isinstance(src, pops.GatedRecurrent):
             raise ValueError(f"{where}: EGRU and GRU populations own their recurrent "
                              f"weights (params '{src.name}.R'); they take no projection "
                              f"onto themselves")

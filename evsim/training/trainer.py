@@ -78,15 +78,15 @@ def _populations(net):
 
 
 def _is_recurrent(pop):
-    from evsim.populations import EGRU
+    from evsim.populations import GatedRecurrent
 
-    return isinstance(pop, EGRU)
+    return isinstance(pop, GatedRecurrent)
 
 
 def _is_egru(pop):
-    from evsim.populations import EGRU, GRU
+    from evsim.populations import EGRU
 
-    return isinstance(pop, EGRU) and not isinstance(pop, GRU)
+    return isinstance(pop, EGRU)
 
 
 def _nonneg(name, value):
