@@ -45,6 +45,7 @@ from evsim.populations import (
     SpikeInput,
 )
 from evsim.projections import Projection
+from evsim.protocol import register_population
 from evsim.receptors import Conductance, Current
 from evsim.training import Trainer
 
@@ -77,6 +78,7 @@ __all__ = [
     "SpikeInput",
     "PoissonInput",
     "Embedding",
+    "register_population",
     "EventMonitor",
     "StateMonitor",
     "ActivityMonitor",

@@ -2,15 +2,18 @@
 
 A population is a thin object: a name, a size, its parameters (a dict of
 arrays, created when it is added to a network) and the constructor arguments
-(to save and rebuild it). The sequence computation is in kernels
-(:mod:`evsim.functional`, :mod:`evsim.kernels.cpu_events`); the network feeds
-each population its input drive, the sum of its incoming projections, of
-shape (T, B, ``in_size``).
+(to save and rebuild it). The computation is in the functional layer
+(:mod:`evsim.functional`), on the network's backend; the network feeds each
+population its input drive, the sum of its incoming projections, of shape
+(T, B, ``in_size``). What a population provides and what the network
+guarantees it - the contract to follow to add a model of your own - is
+:mod:`evsim.protocol`.
 
 Kinds of population:
 
 * :class:`EGRU` - event-based GRU (DESIGN.md section 1); emits graded events.
-* :class:`GRU` - dense GRU baseline: emits its whole state every step.
+* :class:`GRU` - dense GRU baseline: emits its whole state every step (EGRU
+  and GRU share :class:`GatedRecurrent`).
 * :class:`LIF` - leaky integrate-and-fire with reset; emits spikes (1.0).
 * inputs, fed by ``net.run({name: value})``: :class:`DenseInput` (analog
   values), :class:`SpikeInput` (event lists), :class:`PoissonInput` (rates),
@@ -30,6 +33,7 @@ from evsim import _validate as check
 from evsim import config
 from evsim import functional as F
 from evsim.functional import LIFSaved
+from evsim.protocol import register_population
 from evsim.receptors import Conductance, Current, receptor_from_config
 
 __all__ = ["Population", "GatedRecurrent", "EGRU", "GRU", "LIF", "Readout", "DenseInput",
@@ -38,7 +42,8 @@ __all__ = ["Population", "GatedRecurrent", "EGRU", "GRU", "LIF", "Readout", "Den
 
 @dataclass
 class PopRun:
-    """What one population computed in one run (internal to the network).
+    """What one population computed in one run: the return value of
+    ``_forward`` (see :mod:`evsim.protocol`).
 
     y : (T, B, N) outputs. events : (ev_idx, ev_cnt) with slot t = step t, or
     None (computed on demand). state : final state dict. saved : what the
@@ -55,7 +60,10 @@ class PopRun:
 
 
 class Population:
-    """Base class. Subclasses set ``variables``, ``emits_events``, ``is_input``."""
+    """Base class of every population. Subclasses set ``variables``,
+    ``emits_events``, ``is_input`` and implement the methods of the
+    population protocol (:mod:`evsim.protocol`); the defaults here are those
+    the protocol calls optional."""
 
     variables = ("y",)
     emits_events = False
@@ -85,9 +93,20 @@ class Population:
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, size={self.size})"
 
-    # -- hooks used by the network ----------------------------------------
+    # -- the population protocol (evsim.protocol) -------------------------
     def _init_params(self, rng, dtype):
         """Create ``self.params`` from the init stream ``rng``."""
+
+    def _forward(self, drive, state, training, backend, lengths, rng):
+        """The whole sequence: a :class:`PopRun` (see :mod:`evsim.protocol`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _forward "
+                                  f"(see evsim.protocol)")
+
+    def _step(self, drive_t, state, alive, training, backend, rng):
+        """One step of the step-wise schedule: (y_t, state, variables, stats)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} populations run in networks without a cycle only (DAG "
+            f"schedule): they implement no _step (see evsim.protocol)")
 
     def _initial_state(self, B, dtype, rng=None):
         """Initial state for a batch of B; ``rng``: the run-time stream, for
@@ -112,7 +131,8 @@ class Population:
         return (dL/d drive_t, {param: grad of this step}, carry to step t-1)."""
         raise NotImplementedError(
             f"{type(self).__name__} populations cannot be trained inside a network with a "
-            f"cycle (step-wise schedule); LIF and Readout populations can")
+            f"cycle (step-wise schedule): they implement no _step_backward (see "
+            f"evsim.protocol); LIF and Readout populations can")
 
     def _timed(self, fn, *args, **kw):
         t0 = time.perf_counter()
@@ -815,3 +835,7 @@ class Embedding(_Input):
         dE = np.zeros_like(self.params["E"])
         np.add.at(dE, ids.reshape(-1), dy.reshape(-1, self.size))
         return None, {"E": dE}, {"bwd_macs": 0, "bwd_macs_dense": 0, "backward_sparsity": 0.0}
+
+
+for _cls in (EGRU, GRU, LIF, Readout, DenseInput, SpikeInput, PoissonInput, Embedding):
+    register_population(_cls)

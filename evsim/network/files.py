@@ -11,14 +11,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from evsim import io as evio
-from evsim import populations as pops
+from evsim import populations as pops  # noqa: F401 - registers the built-in classes
+from evsim import protocol
 from evsim.connectivity import rule_from_config
 
 __all__ = ["structure", "save", "load", "POPULATION_CLASSES"]
 
-POPULATION_CLASSES = {c.__name__: c for c in (
-    pops.EGRU, pops.GRU, pops.LIF, pops.Readout, pops.DenseInput, pops.SpikeInput,
-    pops.PoissonInput, pops.Embedding)}
+#: Name -> class of the population classes a file may hold (live: see
+#: :func:`evsim.register_population`).
+POPULATION_CLASSES = protocol._REGISTRY
 
 
 def structure(net):
@@ -26,7 +27,7 @@ def structure(net):
     return {
         "dtype": net.dtype.name, "backend": net.backend, "seed": net.seed,
         "dt": net.dt,
-        "populations": [{"class": type(p).__name__, "kwargs": p.config()}
+        "populations": [{"class": protocol.population_class_name(p), "kwargs": p.config()}
                         for p in net.populations.values()],
         "projections": [p.config() for p in net.projections.values()],
     }
@@ -63,6 +64,12 @@ def load(cls, path):
         except (KeyError, ValueError, TypeError, OSError) as err:
             raise evio.FileFormatError(f"{path}: corrupt evsim network file ({err!r}); "
                                        f"save the network again") from None
+    for spec in struct.get("populations", []) if isinstance(struct, dict) else []:
+        name = spec.get("class") if isinstance(spec, dict) else None
+        if isinstance(name, str) and name not in protocol._REGISTRY:
+            raise ValueError(f"{path}: the network holds a population of class {name!r}, "
+                             f"unknown here: register it with "
+                             f"evsim.register_population({name}) before loading")
     try:
         net = _rebuild(cls, struct, params, sparse)
         net.set_rng_state(rng)
@@ -93,9 +100,7 @@ def _rebuild(cls, struct, params, sparse):
     net = cls(seed=struct["seed"], dtype=struct["dtype"], backend=struct["backend"],
               dt=struct["dt"])
     for spec in struct["populations"]:
-        if spec["class"] not in POPULATION_CLASSES:
-            raise ValueError(f"unknown population class {spec['class']!r}")
-        net.add(POPULATION_CLASSES[spec["class"]](**spec["kwargs"]))
+        net.add(protocol.population_class(spec["class"])(**spec["kwargs"]))
     for spec in struct["projections"]:
         name = spec.get("name") or f"{spec['source']}->{spec['target']}"
         W = params[f"{name}.W"]
