@@ -729,7 +729,8 @@ def _projection(dtype):
         T_out = out.shape[0]
         for b in range(cuda.grid(1), B, cuda.gridsize(1)):
             n = 0
-            for t in range(min(T, lengths[b])):
+            steps = T if lengths[b] > T else lengths[b]
+            for t in range(steps):
                 for e in range(ev_cnt[t, b]):
                     i = ev_idx[t, b, e]
                     val = y[t, b, i]
