@@ -445,10 +445,16 @@ class LIF(Population):
 
     def cell(self):
         """The checked constants of a step at the network's dt
-        (:class:`evsim.functional.LIFCell`)."""
-        return F.lif_cell(self.tau_mem, [r.spec() for r in self.receptors.values()], self.dt,
-                          v_rest=self.v_rest, v_th=self.v_th, v_reset=self.v_reset,
-                          n_ref=self.n_refractory, damp=self.damp, support=self.support)
+        (:class:`evsim.functional.LIFCell`); made again when an attribute changed."""
+        key = (self.tau_mem, tuple(r.spec() for r in self.receptors.values()), self.dt,
+               self.v_rest, self.v_th, self.v_reset, self.refractory, self.damp, self.support)
+        cached = getattr(self, "_cell", None)
+        if cached is None or cached[0] != key:
+            cell = F.lif_cell(key[0], list(key[1]), self.dt, v_rest=self.v_rest,
+                              v_th=self.v_th, v_reset=self.v_reset, n_ref=self.n_refractory,
+                              damp=self.damp, support=self.support)
+            self._cell = cached = (key, cell)
+        return cached[1]
 
     def constants(self):
         """(a_m, kinds, a, c, e_rev, conductance) for the kernels at this dt."""

@@ -34,7 +34,22 @@ def native(name, value):
 def float_array(name, value, shape=None, dtype=None, finite=True):
     """A native-order, C-contiguous float32/float64 array of the given shape and
     dtype (see :func:`evsim._validate.float_array`); returned unchanged."""
+    # fast path (step-wise runs call this a few times per step): all is well
+    if (type(value) is np.ndarray and value.dtype.type in FLOAT_DTYPES
+            and value.dtype.isnative and (dtype is None or value.dtype == dtype)
+            and value.flags.c_contiguous and (shape is None or _shape_ok(value.shape, shape))
+            and (not finite or all_finite(value))):
+        return value
     return _float_array(name, native(name, value), shape, dtype, finite)
+
+
+def _shape_ok(got, want):
+    if len(got) != len(want):
+        return False
+    for w, g in zip(want, got):
+        if w is not None and w != g:
+            return False
+    return True
 
 
 def out_array(name, value, shape, dtype):
@@ -53,9 +68,7 @@ def out_array(name, value, shape, dtype):
 
 
 def _shape(name, value, shape):
-    ok = value.ndim == len(shape) and all(
-        want is None or want == got for want, got in zip(shape, value.shape))
-    if not ok:
+    if not _shape_ok(value.shape, shape):
         want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {value.shape}")
 
@@ -66,7 +79,7 @@ def int_array(name, value, shape, lo=None, hi=None, dtype=np.int64):
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
     native(name, value)
-    if not np.issubdtype(value.dtype, np.integer):
+    if value.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {value.dtype}")
     _shape(name, value, shape)
     if value.size:

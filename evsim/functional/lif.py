@@ -136,8 +136,8 @@ def lif_backward(saved, dy, carry=None):
     dy = check.float_array("dy", np.ascontiguousarray(dy), (T, B, N), dt)
     if carry is None:
         carry = (np.zeros((B, N), dt), np.zeros((B, RN), dt))
-    dv = check.float_array("carry[0]", carry[0], (B, N), dt)
-    dI = check.float_array("carry[1]", carry[1], (B, RN), dt)
+    dv = check.float_array("carry[0]", carry[0], (B, N), dt, finite=False)
+    dI = check.float_array("carry[1]", carry[1], (B, RN), dt, finite=False)
     with threads.owned():
         return adapter(saved.backend, "lif").lif_backward(saved, dy, dv, dI)
 
