@@ -391,7 +391,7 @@ def evsim_step(cfg, repeats, warmup, iters, threads, seed=0):
             t3 = time.perf_counter()
             if i >= warmup:
                 parts.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
-            stats = res.stats
+            stats = dict(res.stats, **g.stats)
     med = [statistics.median(v) for v in zip(*parts)]
     return dict(forward_s=med[0], backward_s=med[1], update_s=med[2], step_s=med[3],
                 step_times=[q[3] for q in parts], threshold=float(best[1]),

@@ -55,11 +55,10 @@ def kernel_only(prob, thr):
     """A function running just the backend's forward on a prepared context."""
     x, W, R, bx, br = prob
     res = evsim.egru_forward(x, W, R, bx, br, thr, training=False)
-    ctx = dict(res._ctx)
 
     def run():
         with threads.owned():
-            cpu_backend.forward(dict(ctx))
+            cpu_backend.egru_forward(res.args)
     return run
 
 
@@ -87,7 +86,7 @@ def main(argv=None):
           f"threads available {threads.available()}")
     print("BLAS: " + blas_info())
     with threads.owned():
-        t_gemm = median_time(lambda: functional._input_drive(x, W, bx), args.repeats)
+        t_gemm = median_time(lambda: functional.egru._input_drive(x, W, bx), args.repeats)
     silent = np.full(H, 1e3, np.float32)
     t_floor = median_time(kernel_only(prob, silent), args.repeats)
     bw = streaming_bandwidth(R.nbytes)

@@ -13,7 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-_SOURCES = ("_cell.py", "cpu.py", "cpu_seq.py", "cpu_dense.py", "cpu_events.py", "cuda.py")
+_SOURCES = ("_cell.py", "cpu.py", "cpu_seq.py", "cpu_dense.py", "cpu_events.py", "cuda.py",
+            "lif.py", "snn_loop.py")
 
 
 def _drop_stale_cache():

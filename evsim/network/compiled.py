@@ -2,7 +2,8 @@
 time loop in one Numba kernel (:mod:`evsim.kernels.snn_loop`).
 
 Eligible (``schedule="auto"`` picks it): every population is a
-:class:`~evsim.populations.LIF` or an input, and the run does not train.
+:class:`~evsim.populations.LIF` or an input, the run does not train and the
+network's backend is "cpu".
 The layout the kernel needs is built here at each run from the live
 parameters: all units in one index, all receptor slots in one index, all
 projections between spiking populations in one CSR over source units with a
@@ -35,6 +36,8 @@ def why_not(net, training):
     """Why the compiled executor cannot run ``net`` (a string), or ''."""
     if training:
         return "it runs forward only (training=False, i.e. net.run)"
+    if net.backend != "cpu":
+        return f"it is a CPU loop; the network's backend is {net.backend!r}"
     spiking = [p for p in net.populations.values() if not p.is_input]
     if not spiking:
         return "the network has no spiking population"
