@@ -140,6 +140,19 @@ def test_recurrent_lif_surrogate_gradient_matches_oracle():
     np.testing.assert_allclose(g["x->l.W"], dW_in, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(g["l->l.W"], dW_rec, rtol=1e-10, atol=1e-12)
     assert np.abs(dW_rec).max() > 0
+    # counters of the work done: per step, y^T dout (and dout W^T unless the source
+    # is a parameterless input), the recurrent projection from step 1 on
+    B = 2
+    assert g.stats["l"]["bwd_macs"] == B * (10 * 3 * 6 + 9 * 2 * 6 * 6)
+    assert g.stats["o"]["bwd_macs"] == B * 10 * 2 * 6 * 2
+    u = _membrane_before_reset(fp, "l")
+    active = np.abs(u - 1.0) * 0.5 < 1  # inside the surrogate band (support 0.5)
+    assert g.stats["l"]["backward_sparsity"] == pytest.approx(1 - active.mean())
+
+
+def _membrane_before_reset(fp, name):
+    """u (T, B, N) that the LIF's forward saved."""
+    return fp._runs[name].saved.u
 
 
 def test_recurrent_lif_trains_with_the_trainer():

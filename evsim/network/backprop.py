@@ -133,6 +133,7 @@ def _backward_stepwise(net, fp, grads):
             pop._step_backward(None, 0, None, None)
     masks = {p.name: p._backward_mask(runs[p.name]) for p in trainable}
     carry = {p.name: None for p in trainable}
+    macs = {p.name: 0 for p in trainable}  # multiply-adds the projections' step products did
     for t in range(T - 1, -1, -1):
         for pop in reversed(trainable):
             dx, pgrads, carry[pop.name] = pop._step_backward(runs[pop.name], t,
@@ -146,12 +147,21 @@ def _backward_stepwise(net, fp, grads):
                 src = proj.source
                 dsrc = proj._step_grads(runs[src.name].y[ts], dx[:, proj.columns],
                                         out[f"{proj.name}.W"], need[proj.name])
+                per = dx.shape[0] * proj.params["W"].size  # y^T dout, and dout W^T
+                macs[pop.name] += per * (2 if need[proj.name] else 1)
                 if dsrc is not None:
                     mask = masks.get(src.name)
                     dys[src.name][ts] += dsrc if mask is None else dsrc * mask[ts]
     wall = time.perf_counter() - t_start
-    stats = {pop.name: dict(bwd_macs=0, bwd_macs_event=0, bwd_macs_dense=0,
-                            backward_sparsity=0.0, bwd_wall_s=wall / len(trainable))
-             for pop in trainable}
+    valid = np.arange(T)[:, None] < fp.lengths[None, :]
+    stats = {}
+    for pop in trainable:
+        mask = masks.get(pop.name)
+        n_valid = int(valid.sum()) * pop.size
+        active = n_valid if mask is None else int((mask & valid[:, :, None]).sum())
+        stats[pop.name] = dict(bwd_macs=macs[pop.name], bwd_macs_event=macs[pop.name],
+                               bwd_macs_dense=macs[pop.name],
+                               backward_sparsity=1.0 - active / max(n_valid, 1),
+                               bwd_wall_s=wall / len(trainable))
     fp._backward_done = True
     return NetworkGradients(out, stats, {}, wall_s=wall)
