@@ -265,7 +265,7 @@ def test_functional_projection_on_cuda(launch, kind):
 
 
 @cuda_test
-def test_lif_forward_on_cuda(launch):
+def test_lif_forward_and_backward_on_cuda(launch):
     """One thread per unit runs the CPU's own per-unit loop (kernels/lif.py),
     compiled for CUDA: the same spikes and potentials."""
     from evsim import functional as F
@@ -290,8 +290,18 @@ def test_lif_forward_on_cuda(launch):
         np.testing.assert_array_equal(g.r_last, a.r_last)
         for k in ("u", "v", "I", "v_last", "I_last"):
             assert_close(getattr(g, k), getattr(a, k), 1e-12, k)
-    with pytest.raises(NotImplementedError, match="LIF has no CUDA backward kernel yet"):
-        F.lif_backward(g.saved, np.ones_like(g.s))
+        dy = rng.normal(size=(T, B, N))
+        if cell.conductance:
+            with pytest.raises(NotImplementedError, match="conductance"):
+                F.lif_backward(g.saved, dy)
+            continue
+        # the backward: the CPU's per-unit loop compiled for CUDA, the same gradients
+        carry = (rng.normal(size=(B, N)), rng.normal(size=(B, R * N)))
+        dx_c, (dv_c, dI_c) = F.lif_backward(a.saved, dy, carry)
+        dx_g, (dv_g, dI_g) = F.lif_backward(g.saved, dy, carry)
+        assert np.abs(dx_c).max() > 0
+        for name, got, want in (("dx", dx_g, dx_c), ("dv0", dv_g, dv_c), ("dI0", dI_g, dI_c)):
+            assert_close(got, want, 1e-12, name)
 
 
 @cuda_test
@@ -319,7 +329,7 @@ def test_network_on_cuda_runs_every_kind_on_cuda(launch, monkeypatch):
         n.add(evsim.Readout("o", 2, leak=0.5))
         n.connect("x", "e")
         n.connect("e", "o", kind="sparse", p=0.6)
-        if lif:  # forward only: LIF has no CUDA backward
+        if lif:
             n.add(evsim.LIF("l", 3, tau_mem=4.0, tau_syn=2.0))
             n.connect("x", "l", scale=5.0)
             n.connect("e", "l")

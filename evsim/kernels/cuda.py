@@ -803,11 +803,17 @@ def _lif():
 
     _cuda()
     device = cuda.jit(device=True)
-    maths = {n: device(getattr(klif, n).py_func) for n in ("arrive", "membrane", "membrane_cond")}
-    src = klif._unit_forward.py_func
-    scope = dict(src.__globals__, **maths)
-    unit_forward = device(types.FunctionType(src.__code__, scope, src.__name__, src.__defaults__,
-                                             src.__closure__))
+    maths = {n: device(getattr(klif, n).py_func)
+             for n in ("arrive", "membrane", "membrane_cond", "surrogate")}
+
+    def on_device(fn):
+        src = fn.py_func
+        scope = dict(src.__globals__, **maths)
+        return device(types.FunctionType(src.__code__, scope, src.__name__, src.__defaults__,
+                                         src.__closure__))
+
+    unit_forward = on_device(klif._unit_forward)
+    unit_backward = on_device(klif._unit_backward)
 
     @cuda.jit
     def forward(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset, n_ref, v0, I0,
@@ -821,7 +827,18 @@ def _lif():
                                      v_th, v_reset, n_ref, v0, I0, r0, lengths[b], s, u, v, I,
                                      held, v_last, I_last, r_last)
 
-    return SimpleNamespace(forward=forward)
+    @cuda.jit
+    def backward(ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp, support, lengths, dv_in,
+                 dI_in, dx, dv0, dI0):
+        """One thread per (b, j) unit (grid-stride); the arguments of
+        :func:`evsim.kernels.lif.lif_backward`."""
+        T, B, N = ds.shape
+        for w in range(cuda.grid(1), B * N, cuda.gridsize(1)):
+            b = w // N
+            unit_backward(b, w % N, ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp,
+                          support, lengths[b], dv_in, dI_in, dx, dv0, dI0)
+
+    return SimpleNamespace(forward=forward, backward=backward)
 
 
 # --------------------------------------------------------------------------
@@ -1206,3 +1223,24 @@ def lif_forward_device(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v
         out["I_last"], out["r_last"], counts
     )
     return out, int(counts.copy_to_host().sum())
+
+
+def lif_backward_device(ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp, support, lengths,
+                        dv_in, dI_in):
+    """BPTT through :func:`lif_forward_device`, one thread per (sample, unit):
+    the arguments of :func:`evsim.kernels.lif.lif_backward` (device or host
+    arrays in). Returns device arrays (dx, dv0, dI0)."""
+    require()
+    ds = _dev(ds)
+    T, B, N = ds.shape
+    RN = dI_in.shape[1]
+    dt = np.dtype(ds.dtype)
+    dx = _zeros((T, B, RN), dt)
+    dv0 = _zeros((B, N), dt)
+    dI0 = _zeros((B, RN), dt)
+    _lif().backward[_grid1(B * N)](
+        ds, _dev(s), _dev(u), _dev(held), _dev(kinds), _dev(a), _dev(c), float(a_m),
+        float(v_th), float(v_reset), float(damp), float(support), _dev(lengths), _dev(dv_in),
+        _dev(dI_in), dx, dv0, dI0
+    )
+    return dx, dv0, dI0

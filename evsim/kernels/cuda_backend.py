@@ -8,10 +8,8 @@ between forward and backward (:class:`EGRUSaved` of device arrays); its
 event lists, the projections' and the LIF's outputs come back to the host,
 where the network keeps them (monitors, outputs).
 
-Every kind runs on the device, with two exceptions, both on the host: one
-step of a projection's backward in the step-wise schedule (a small product
-per step), and the LIF backward, which has no CUDA kernel yet (a clear
-NotImplementedError).
+Every kind runs on the device, with one exception, on the host: one step of a
+projection's backward in the step-wise schedule (a small product per step).
 """
 
 import numpy as np
@@ -230,6 +228,11 @@ def lif_forward(x, v0, I0, r0, lengths, cell):  # noqa: E741
 
 
 def lif_backward(saved, dy, dv, dI):
-    raise NotImplementedError(
-        "LIF has no CUDA backward kernel yet: train LIF populations with backend='cpu' "
-        "(the forward runs on CUDA)")
+    """(dL/dx (T, B, R N), (dL/dv0, dL/dI0)) through a LIF sequence, computed on
+    the device (host arrays back)."""
+    cell = saved.cell
+    dt = np.dtype(dy.dtype)
+    dx, dv0, dI0 = kc.lif_backward_device(
+        dy, saved.s, saved.u, saved.held, cell.kinds, cell.a.astype(dt), cell.c.astype(dt),
+        cell.a_m, cell.v_th, cell.v_reset, cell.damp, cell.support, saved.lengths, dv, dI)
+    return dx.copy_to_host(), (dv0.copy_to_host(), dI0.copy_to_host())

@@ -189,6 +189,35 @@ def lif_forward(x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, v_reset,
     return counts.sum()
 
 
+@numba.njit(**_JIT)
+def _unit_backward(b, j, ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp, support,
+                   length, dv_in, dI_in, dx, dv0, dI0):
+    """One unit (b, j) of :func:`lif_backward` (also compiled for CUDA)."""
+    T = ds.shape[0]
+    N = ds.shape[2]
+    R = kinds.shape[0]
+    dv = dv_in[b, j]
+    for k in range(R):
+        dI0[b, k * N + j] = dI_in[b, k * N + j]  # carries dL/dI_k backwards in time
+    for t in range(T - 1, -1, -1):
+        if t >= length:
+            for k in range(R):
+                dx[t, b, k * N + j] = 0.0
+            continue
+        du = 0.0
+        if held[t, b, j] == 0:
+            uu = u[t, b, j]
+            sp = s[t, b, j]
+            dsp = ds[t, b, j] + dv * (v_reset - uu)
+            du = dv * (1.0 - sp) + dsp * surrogate(uu, v_th, damp, support)
+            dv = a_m * du
+        for k in range(R):
+            g = c[k] * du + a[k] * dI0[b, k * N + j]  # dL/d(arrival value s_k)
+            dx[t, b, k * N + j] = g
+            dI0[b, k * N + j] = g if kinds[k] != STEP else 0.0
+    dv0[b, j] = dv
+
+
 @numba.njit(parallel=True, **_JIT)
 def lif_backward(ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp, support, lengths,
                  dv_in, dI_in, dx, dv0, dI0):
@@ -204,27 +233,6 @@ def lif_backward(ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp, support,
     out: gradients of the state before the first step.
     """
     T, B, N = ds.shape
-    R = kinds.shape[0]
     for w in prange(B * N):
-        b = w // N
-        j = w % N
-        dv = dv_in[b, j]
-        for k in range(R):
-            dI0[b, k * N + j] = dI_in[b, k * N + j]  # carries dL/dI_k backwards in time
-        for t in range(T - 1, -1, -1):
-            if t >= lengths[b]:
-                for k in range(R):
-                    dx[t, b, k * N + j] = 0.0
-                continue
-            du = 0.0
-            if held[t, b, j] == 0:
-                uu = u[t, b, j]
-                sp = s[t, b, j]
-                dsp = ds[t, b, j] + dv * (v_reset - uu)
-                du = dv * (1.0 - sp) + dsp * surrogate(uu, v_th, damp, support)
-                dv = a_m * du
-            for k in range(R):
-                g = c[k] * du + a[k] * dI0[b, k * N + j]  # dL/d(arrival value s_k)
-                dx[t, b, k * N + j] = g
-                dI0[b, k * N + j] = g if kinds[k] != STEP else 0.0
-        dv0[b, j] = dv
+        _unit_backward(w // N, w % N, ds, s, u, held, kinds, a, c, a_m, v_th, v_reset, damp,
+                       support, lengths[w // N], dv_in, dI_in, dx, dv0, dI0)
