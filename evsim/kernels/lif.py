@@ -145,7 +145,7 @@ def _unit_forward(b, j, x, kinds, a, c, e_rev, cond, a_m, dt_tau, v_rest, v_th, 
                 sp = 1.0
         if sp != 0.0:
             vv = v_reset
-            rr = max(n_ref - 1, 0)
+            rr = n_ref - 1 if n_ref > 0 else 0  # (no int max: CUDA compiles this too)
             n += 1
         else:
             vv = uu
