@@ -7,6 +7,14 @@ float32 (sample-major, as stored) and iterates mini-batches in the
 **time-major** layout the kernels use, ``(T, B, I)``, with
 :meth:`Dataset.batches`.
 
+Your own arrays
+---------------
+* :meth:`Dataset.from_arrays` -- a data set from NumPy arrays, samples-first
+  ``(N, T, I)`` (``layout="NTI"``, the default) or time-first ``(T, B, I)``
+  (``layout="TBI"``), with optional per-sample ``lengths``.
+* :func:`pad_sequences` -- pad a list of ``(T_k, I)`` arrays of different
+  lengths to one ``(N, T, I)`` array and return the lengths.
+
 * :func:`load_digits` -- UCI 8x8 handwritten digits, shipped with evsim
   (``data/digits.csv.gz``, CC BY 4.0, see ``data/LICENSE-digits.txt``).
 * :func:`load_fashion_mnist` -- Fashion-MNIST row by row, read from the Debian
@@ -51,6 +59,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_ptb",
     "load_text_corpus",
+    "pad_sequences",
 ]
 
 #: Folders searched, in order, by :func:`load_fashion_mnist` when ``root`` is
@@ -172,6 +181,99 @@ class Dataset:
                                  f"got [{lengths.min()}, {lengths.max()}]")
             self.lengths = np.ascontiguousarray(lengths, dtype=np.int64)
 
+    @classmethod
+    def from_arrays(cls, x, y, *, layout: str = "NTI", n_classes: int | None = None,
+                    lengths=None, name: str = "arrays") -> Dataset:
+        """A data set from your own NumPy arrays.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, T, I) or (T, N, I)
+            Input sequences, in the layout named by ``layout``. A 2-D array
+            ``(N, T)`` (``"NTI"``) or ``(T, N)`` (``"TBI"``) is taken as one
+            input channel. Ragged sequences: pad them with
+            :func:`pad_sequences` first and pass its ``lengths``.
+        y : array_like, shape (N,) or (N, n_out)
+            Integer class labels (classification) or float targets
+            (regression), one row per sample.
+        layout : {"NTI", "TBI"}
+            ``"NTI"``: samples first, ``x[n, t, i]`` (what :func:`pad_sequences`
+            returns and how the data set stores ``x``). ``"TBI"``: time first,
+            ``x[t, n, i]`` (the layout the kernels and ``Network.forward`` use);
+            it is transposed to samples-first.
+        n_classes : int, optional
+            Number of classes. None: inferred as ``max(y) + 1`` when ``y``
+            holds integers, otherwise the set is a regression set (float
+            targets). Give it explicitly when a class may be missing from
+            ``y`` (e.g. a small test set).
+        lengths : array_like of int, shape (N,), optional
+            Valid steps of each sample (1..T); later steps are padding and are
+            ignored by the losses, the metrics and :meth:`Trainer.predict`.
+        name : str
+            Name used in messages.
+
+        Returns
+        -------
+        Dataset
+
+        Raises
+        ------
+        ValueError
+            If ``layout`` is unknown or the shapes of ``x``, ``y`` and
+            ``lengths`` do not agree in the layout given; the message names
+            the layout assumed and how to pass the other one.
+        """
+        if layout not in ("NTI", "TBI"):
+            raise ValueError(f"layout must be 'NTI' (samples, steps, inputs) or 'TBI' "
+                             f"(steps, samples, inputs), got {layout!r}")
+        x = np.asarray(x)
+        if x.dtype == object:
+            raise ValueError("x is ragged (sequences of different lengths): pad it with "
+                             "evsim.data.pad_sequences(list_of_arrays) -> (x, lengths) and "
+                             "pass lengths=lengths")
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise ValueError(f"x must hold numbers, got dtype {x.dtype}")
+        if x.ndim == 2:
+            x = x[:, :, None]
+        if x.ndim != 3:
+            raise ValueError(f"x must have 3 dimensions ({_LAYOUT_WORDS[layout]}, "
+                             f"layout={layout!r}), got shape {x.shape}")
+        given = x.shape
+        if layout == "TBI":
+            x = x.transpose(1, 0, 2)
+        y = np.asarray(y)
+        n = x.shape[0]
+        other = "TBI" if layout == "NTI" else "NTI"
+        if y.ndim == 0 or y.shape[0] != n:
+            hint = ""
+            if y.ndim >= 1 and x.shape[1] == y.shape[0]:
+                hint = (f"; x looks like layout {other!r} ({_LAYOUT_WORDS[other]}): pass "
+                        f"layout={other!r}")
+            raise ValueError(
+                f"x has shape {given}, read with layout={layout!r} "
+                f"({_LAYOUT_WORDS[layout]}) as {n} samples, "
+                f"but y has shape {y.shape} ({y.shape[0] if y.ndim else 0} rows){hint}")
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.shape != (n,):
+                raise ValueError(f"lengths must have shape ({n},) (one per sample; x of "
+                                 f"shape {given} read with layout={layout!r}), got "
+                                 f"{lengths.shape}")
+            if lengths.size and not np.issubdtype(lengths.dtype, np.integer):
+                if not np.all(lengths == np.round(lengths)):
+                    raise ValueError("lengths must be whole numbers of steps")
+                lengths = lengths.astype(np.int64)
+        if n_classes is None and np.issubdtype(y.dtype, np.integer) and y.size:
+            n_classes = int(y.max()) + 1
+        if n_classes is not None and np.issubdtype(y.dtype, np.floating) and y.size:
+            if not np.all(y == np.round(y)):
+                raise ValueError(f"n_classes={n_classes} needs integer labels y, got "
+                                 f"non-integer values of dtype {y.dtype}")
+            y = y.astype(np.int64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"x of data set {name!r} contains NaN or infinite values")
+        return cls(x, y, n_classes, name, lengths)
+
     def __len__(self) -> int:
         return self.x.shape[0]
 
@@ -194,6 +296,28 @@ class Dataset:
             self.name if name is None else name,
             None if self.lengths is None else self.lengths[index],
         )
+
+    def split(self, split=(0.8, 0.1, 0.1), seed: int = 0) -> Splits:
+        """Shuffle once and cut into train / validation / test parts.
+
+        Parameters
+        ----------
+        split : tuple of 3 floats or 3 ints
+            Fractions summing to 1, or sample counts (which may add up to less
+            than ``len(self)``; the rest is left out).
+        seed : int
+            Seed of the permutation: the same seed gives the same split.
+
+        Returns
+        -------
+        Splits
+            Named ``"<name>/train"``, ``"<name>/valid"``, ``"<name>/test"``.
+        """
+        sizes = _split_sizes(split, len(self))
+        order = np.random.default_rng(_check_int("seed", seed, 0)).permutation(len(self))
+        bounds = np.cumsum((0,) + sizes)
+        return Splits(*(self.subset(order[bounds[k]:bounds[k + 1]], f"{self.name}/{part}")
+                        for k, part in enumerate(("train", "valid", "test"))))
 
     def batches(
         self,
@@ -238,6 +362,73 @@ class Dataset:
             x_tb = np.ascontiguousarray(self.x[idx].transpose(1, 0, 2))
             lengths = None if self.lengths is None else self.lengths[idx]
             yield x_tb, self.y[idx], lengths
+
+
+_LAYOUT_WORDS = {"NTI": "samples, steps, inputs", "TBI": "steps, samples, inputs"}
+
+
+def pad_sequences(sequences, *, max_len: int | None = None, value: float = 0.0,
+                  dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Pad sequences of different lengths into one samples-first array.
+
+    Parameters
+    ----------
+    sequences : sequence of array_like
+        ``N`` arrays of shape ``(T_k, I)`` (or ``(T_k,)`` for one input
+        channel), time along the first axis, the same ``I`` for all.
+    max_len : int, optional
+        Length ``T`` of the result; default: the longest sequence. A longer
+        sequence is an error (it is never cut silently).
+    value : float
+        Fill value of the padding steps (the losses and :meth:`Trainer.predict`
+        never read them when the lengths are passed on).
+    dtype : numpy dtype
+        Of the result (float32 by default).
+
+    Returns
+    -------
+    x : ndarray, shape (N, T, I)
+        Sample ``k`` in ``x[k, :T_k]``, padding after it.
+    lengths : ndarray, shape (N,), int64
+        ``T_k`` for every sample; pass it to :meth:`Dataset.from_arrays`.
+
+    Examples
+    --------
+    >>> x, lengths = pad_sequences([np.ones((3, 2)), np.ones((5, 2))])
+    >>> x.shape, lengths.tolist()
+    ((2, 5, 2), [3, 5])
+    """
+    if isinstance(sequences, np.ndarray) and sequences.dtype != object:
+        raise ValueError("pad_sequences takes a list of arrays (one per sample); an array "
+                         f"of shape {sequences.shape} is already padded: pass it to "
+                         "Dataset.from_arrays directly")
+    seqs = []
+    for k, s in enumerate(sequences):
+        a = np.asarray(s)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2:
+            raise ValueError(f"sequence {k} must have shape (T, I) or (T,), got {a.shape}")
+        if a.shape[0] == 0:
+            raise ValueError(f"sequence {k} is empty (0 steps)")
+        if seqs and a.shape[1] != seqs[0].shape[1]:
+            raise ValueError(f"sequence {k} has {a.shape[1]} input channels, sequence 0 "
+                             f"has {seqs[0].shape[1]}")
+        seqs.append(a)
+    if not seqs:
+        raise ValueError("sequences is empty: nothing to pad")
+    lengths = np.array([a.shape[0] for a in seqs], dtype=np.int64)
+    t = int(lengths.max())
+    if max_len is not None:
+        max_len = _check_int("max_len", max_len, 1)
+        if t > max_len:
+            k = int(np.argmax(lengths))
+            raise ValueError(f"sequence {k} has {t} steps, more than max_len={max_len}")
+        t = max_len
+    x = np.full((len(seqs), t, seqs[0].shape[1]), value, dtype=dtype)
+    for k, a in enumerate(seqs):
+        x[k, :a.shape[0]] = a
+    return x, lengths
 
 
 @dataclass

@@ -25,7 +25,7 @@ from evsim.training.regularizers import (
     embedding_dropout_mask,
     zoneout_mask,
 )
-from evsim.training.trainer import TASKS, Trainer
+from evsim.training.trainer import OPTIMIZERS, TASKS, DivergenceError, Trainer
 
 __all__ = [
     "SGD",
@@ -34,6 +34,8 @@ __all__ = [
     "AdamW",
     "Checkpoint",
     "CheckpointMismatchError",
+    "DivergenceError",
+    "OPTIMIZERS",
     "Optimizer",
     "Trainer",
     "accuracy_every_step",

@@ -50,11 +50,15 @@ from evsim.training.losses import (
     cross_entropy_every_step,
     cross_entropy_last,
     mse,
+    select_last,
 )
-from evsim.training.optim import Adam, clip_grad_norm
+from evsim.training.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
 from evsim.training.regularizers import activity_regularizer
 
-__all__ = ["TASKS", "Trainer"]
+__all__ = ["OPTIMIZERS", "TASKS", "DivergenceError", "Trainer"]
+
+#: Optimiser names accepted by ``Trainer(optimizer=...)``, built with ``lr``.
+OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 
 TASKS = ("classify_last", "regress", "lm")
 _METRIC = {"classify_last": "accuracy", "regress": "mse", "lm": "perplexity"}
@@ -96,6 +100,47 @@ def _nonneg(name, value):
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
     return value
+
+
+def _activity_target(value):
+    """The regulariser's target mean output: a real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"activity_target must be a real number in [0, 1], got "
+                        f"{type(value).__name__}")
+    value = float(value)
+    if not (0.0 <= value <= 1.0):  # also catches NaN
+        raise ValueError(
+            f"activity_target must lie in [0, 1], got {value}: it is the target mean "
+            "graded output of each EGRU unit (about the fraction of steps a unit fires "
+            "times its mean event value; an EGRU output lies in [0, 1)), e.g. 0.05")
+    return value
+
+
+def _make_optimizer(optimizer, lr):
+    if optimizer is None:
+        optimizer = "adam"
+    if isinstance(optimizer, str):
+        key = optimizer.lower()
+        if key not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be an Optimizer or one of {sorted(OPTIMIZERS)}, "
+                             f"got {optimizer!r}")
+        return OPTIMIZERS[key](lr)
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an instance such as {optimizer.__name__}(lr=...) "
+                        f"or a name in {sorted(OPTIMIZERS)}, got the class itself")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an evsim.training Optimizer or one of "
+                        f"{sorted(OPTIMIZERS)}, got {type(optimizer).__name__}")
+    return optimizer
+
+
+class DivergenceError(FloatingPointError):
+    """Training diverged: the loss, a gradient or a parameter became NaN or infinite.
+
+    Raised by :meth:`Trainer.fit` before the non-finite values reach the
+    parameters or a checkpoint; the last checkpoint (if any) is the state
+    after the last good epoch.
+    """
 
 
 def _pos_int(name, value, allow_none=False):
@@ -179,25 +224,44 @@ class Trainer:
     ----------
     net : evsim.Network
         With an input population ``input`` and a readout ``readout``.
-    optimizer : Optimizer, optional
-        Default: ``Adam(lr)``. Threshold parameters (``net.threshold_params()``)
-        get the bound :data:`evsim.config.THRESHOLD_RANGE` unless the optimiser
-        already bounds them.
+    optimizer : Optimizer or {"adam", "adamw", "sgd"}, optional
+        An optimiser object (``Adam(lr=...)``, ``AdamW``, ``SGD`` from
+        :mod:`evsim.training.optim`) or its name, built with ``lr`` and default
+        settings. Default: ``"adam"``. Threshold parameters
+        (``net.threshold_params()``) get the bound
+        :data:`evsim.config.THRESHOLD_RANGE` unless the optimiser already
+        bounds them.
     task : {"classify_last", "regress", "lm"}
         See the module docstring.
     lr : float
-        Learning rate of the default optimiser.
+        Learning rate of an optimiser given by name (ignored when
+        ``optimizer`` is an object: it carries its own ``lr``). If training
+        diverges (:class:`DivergenceError`), lower it.
     batch_size : int
         Training mini-batch size (streams for ``"lm"``).
     eval_batch_size : int, optional
         Batch size of :meth:`evaluate` (default ``max(batch_size, 256)``;
         ``batch_size`` for ``"lm"``, whose state carries across windows).
-    activity_target, activity_strength : float
-        Activity regulariser on every EGRU population
+    activity_target : float in [0, 1]
+        Target of the activity regulariser on every EGRU population
         (:func:`evsim.training.regularizers.activity_regularizer`, per unit):
-        ``strength / H * sum_h relu(mean_h(y) - target)**2`` is added to the
-        loss; its gradient enters the backward pass as ``dL/dy``.
-        ``activity_strength=0`` disables it.
+        ``activity_strength / H * sum_h relu(m_h - target)**2`` is added to
+        the loss, where ``m_h`` is the mean graded output of unit ``h`` over
+        the valid steps and samples. It is *not* the fraction of steps with
+        an event: an event carries ``y = v`` with ``thr < v < 1`` (the EGRU
+        state is a mix of its previous value and a tanh), so ``m_h`` is about
+        (fraction of steps unit ``h`` fires) x (its mean event value) and lies
+        in ``[0, 1)``. To aim at a firing fraction ``f``, use about
+        ``f * 0.5``. A value outside ``[0, 1]`` or NaN is a ValueError.
+        Default 0.05, the value the ``evsim train`` command line uses for
+        every task. Only used when ``activity_strength > 0``.
+    activity_strength : float
+        >= 0; the penalty's weight. Default 0 (regulariser off), whereas the
+        command line's task presets switch it on (1 to 30 per task, see
+        ``evsim.cli.TASK_DEFAULTS``): a Trainer built in code trains on the
+        loss alone unless you ask for sparsity. The measured activity
+        (fraction of unit-steps with an event) is reported as ``activity``
+        by :meth:`fit` and :meth:`evaluate`.
     clip : float or None
         Global gradient-norm clipping (None: no clipping).
     progress : bool
@@ -234,7 +298,7 @@ class Trainer:
     """
 
     def __init__(self, net, optimizer=None, task="classify_last", *, lr=3e-3, batch_size=32,
-                 eval_batch_size=None, activity_target=0.0, activity_strength=0.0, clip=1.0,
+                 eval_batch_size=None, activity_target=0.05, activity_strength=0.0, clip=1.0,
                  progress=True, checkpoint=None, patience=None, restore_best=False,
                  input="x", readout="out", max_len=None, bptt=35, seed=None, log=None,
                  lr_schedule=None, threads=None):
@@ -256,7 +320,7 @@ class Trainer:
         self.batch_size = _pos_int("batch_size", batch_size)
         self.eval_batch_size = _pos_int("eval_batch_size", eval_batch_size, allow_none=True) \
             or (self.batch_size if task == "lm" else max(self.batch_size, 256))
-        self.activity_target = _nonneg("activity_target", activity_target)
+        self.activity_target = _activity_target(activity_target)
         self.activity_strength = _nonneg("activity_strength", activity_strength)
         self.clip = None if clip is None else _nonneg("clip", clip) or None
         self.progress = bool(progress)
@@ -268,8 +332,7 @@ class Trainer:
         self.bptt = _pos_int("bptt", bptt)
         self.log = log
         self.params = net.params()
-        if optimizer is None:
-            optimizer = Adam(lr)
+        optimizer = _make_optimizer(optimizer, lr)
         self.optimizer = optimizer
         self.base_lr = float(optimizer.lr)
         if not (lr_schedule is None or lr_schedule == "cosine" or callable(lr_schedule)):
@@ -395,13 +458,36 @@ class Trainer:
         return self.net.forward({self.input: x}, lengths=lengths, training=training,
                                 reset=reset)
 
-    def _train_batch(self, x, target, lengths, first):
+    def _diverged(self, what, batch):
+        lr = float(self.optimizer.lr)
+        return DivergenceError(
+            f"training diverged in epoch {self.epoch + 1}, batch {batch + 1}: {what}. "
+            f"The learning rate lr={lr:g} is probably too high: lower it (e.g. "
+            f"lr={lr / 10:g})" + ("" if self.clip else " or clip the gradient norm "
+                                  "(clip=1.0)")
+            + ". Training stopped before the end of the epoch: nothing from it was "
+            "written to the checkpoint.")
+
+    def _train_batch(self, x, target, lengths, first, batch=0):
         fp = self._forward(x, lengths, True, first)
+        logits = fp.outputs[self.readout]
+        if not np.all(np.isfinite(logits)):
+            raise self._diverged(f"the readout {self.readout!r} output is NaN or infinite",
+                                 batch)
         loss, hits, n, penalty, out_grads = self._loss_grads(fp, target, lengths)
+        if not (math.isfinite(loss) and math.isfinite(penalty)):
+            raise self._diverged(f"the loss is {loss + penalty}", batch)
         grads = self.net.backward(fp, out_grads)
+        for name, g in grads.items():
+            if not np.all(np.isfinite(g)):
+                raise self._diverged(f"the gradient of {name!r} is NaN or infinite", batch)
         if self.clip:
             clip_grad_norm(grads, self.clip)
         self.optimizer.step(self.params, grads)
+        for name, p in self.params.items():
+            if not np.all(np.isfinite(p)):
+                raise self._diverged(f"parameter {name!r} became NaN or infinite after "
+                                     "the optimiser step", batch)
         return fp, grads.stats, loss, hits, n, penalty
 
     # ------------------------------------------------------------------ #
@@ -460,6 +546,80 @@ class Trainer:
         del out["penalty"]  # the regulariser is a training term
         out["wall_s"] = time.perf_counter() - t0
         return out
+
+    def predict(self, data_or_x, batch_size=None, *, lengths=None, layout="NTI",
+                output="labels"):
+        """Predictions of the network (evaluation mode, no update).
+
+        Each sample is read at its last valid step, as the loss does during
+        training; padding after a sample's length is never read.
+
+        Parameters
+        ----------
+        data_or_x : Dataset or array_like
+            A :class:`evsim.data.Dataset` (its ``lengths`` are used; ``y`` is
+            ignored), or inputs of shape ``(N, T, I)`` (``layout="NTI"``) or
+            ``(T, N, I)`` (``layout="TBI"``); ``(N, T)`` is one input channel.
+        batch_size : int, optional
+            Samples per forward pass (default: ``eval_batch_size``). The result
+            does not depend on it.
+        lengths : array_like of int, shape (N,), optional
+            Valid steps of each sample of an array input (e.g. from
+            :func:`evsim.data.pad_sequences`); default: all ``T``.
+        layout : {"NTI", "TBI"}
+            Layout of an array input (see :meth:`evsim.data.Dataset.from_arrays`).
+        output : {"labels", "probs", "logits"}
+            For ``task="classify_last"``: class labels ``(N,)`` int64, class
+            probabilities ``(N, n_classes)`` (softmax of the readout) or the raw
+            readout. Ignored for ``"regress"``, which returns the predicted
+            values ``(N, n_out)``.
+
+        Returns
+        -------
+        ndarray
+            ``(N,)`` labels, or ``(N, n_classes)`` / ``(N, n_out)`` floats.
+        """
+        if self.task == "lm":
+            raise ValueError("predict() serves the 'classify_last' and 'regress' tasks; for "
+                             "a language model run net.forward on the token windows")
+        if output not in ("labels", "probs", "logits"):
+            raise ValueError(f"output must be 'labels', 'probs' or 'logits', got {output!r}")
+        batch_size = _pos_int("batch_size", batch_size, allow_none=True) \
+            or self.eval_batch_size
+        if isinstance(data_or_x, Dataset):
+            if lengths is not None:
+                raise ValueError("lengths= is for array input; a Dataset carries its own")
+            x, lengths = data_or_x.x, data_or_x.lengths
+            name = data_or_x.name
+        else:
+            n = np.shape(data_or_x)[1 if layout == "TBI" else 0] if np.ndim(data_or_x) else 0
+            ds = Dataset.from_arrays(data_or_x, np.zeros(n, np.float32), layout=layout,
+                                     lengths=lengths, name="predict input")
+            x, lengths, name = ds.x, ds.lengths, ds.name
+        n_in = self._pops[self.input].size
+        if x.shape[2] != n_in:
+            raise ValueError(f"predict: {name!r} has {x.shape[2]} input channels per step "
+                             f"(shape {x.shape} read as {layout}), the input population "
+                             f"{self.input!r} has {n_in}")
+        if self.max_len is not None and x.shape[1] > self.max_len:
+            raise ValueError(f"predict: sequences of {name!r} have {x.shape[1]} steps, more "
+                             f"than max_len={self.max_len}")
+        with evthreads.owned(), evthreads.limit(self.threads):
+            outs = []
+            for start in range(0, x.shape[0], batch_size):
+                xb = np.ascontiguousarray(x[start:start + batch_size].transpose(1, 0, 2))
+                lb = None if lengths is None else lengths[start:start + batch_size]
+                res = self.net.forward({self.input: xb}, lengths=lb, training=False,
+                                       reset=True)
+                outs.append(select_last(res.outputs[self.readout], lb))
+        out = np.concatenate(outs, axis=0)
+        if self.task == "regress" or output == "logits":
+            return out
+        if output == "labels":
+            return np.argmax(out, axis=1).astype(np.int64)
+        z = out.astype(np.float64) - out.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return (p / p.sum(axis=1, keepdims=True)).astype(out.dtype)
 
     def fit(self, train, valid=None, epochs=10, resume=False):
         """Train for ``epochs`` epochs in total (counting those of a resumed run).
@@ -528,7 +688,7 @@ class Trainer:
             for i, (x, target, lengths, steps) in enumerate(batches):
                 steps = steps * x.shape[1] if lengths is None else int(lengths.sum())
                 fp, bstats, loss, hits, n, penalty = self._train_batch(x, target, lengths,
-                                                                      i == 0)
+                                                                      i == 0, i)
                 meter.add_loss(loss, hits, n, penalty)
                 meter.add_stats(self, fp.stats, steps)
                 meter.add_stats(self, bstats, steps, backward=True)
