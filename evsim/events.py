@@ -16,7 +16,14 @@ The file (kind ``"events"``): resizable, chunked 1-D datasets ``step``,
 ``unit``, ``batch``, ``value``; the evsim header (:mod:`evsim.io`) and the
 attributes ``pop_name``, ``n_units``, ``batch``, ``n_steps``, ``run_starts``,
 ``value_dtype``, ``units``, ``n_dropped``, ``n_events`` (a reader trusts only
-that many rows) and ``complete`` (False while a stream is being written).
+that many rows) and ``complete`` (False while a stream is being written, and
+after a run interrupted by an exception, whose name is then in ``interrupted``).
+While a stream is written (and after an interruption) ``n_steps`` counts the
+steps recorded so far and ``n_steps_planned`` those the run announced.
+
+A stream holds the lock file ``<path>.lock`` (:class:`evsim.io.FileLock`) from
+its start to its end: a second writer of the same path is refused with
+:class:`evsim.io.FileInUseError` before it touches the file.
 """
 
 import contextlib
@@ -26,7 +33,7 @@ import warnings
 import h5py
 import numpy as np
 
-from evsim.io import FileFormatError, atomic_h5, open_checked, write_header
+from evsim.io import FileFormatError, FileLock, atomic_h5, open_checked, write_header
 
 __all__ = ["EventTable", "MemorySink", "FileSink", "MonitorOverflowError", "EVENT_FIELDS",
            "events_from_dense"]
@@ -351,10 +358,15 @@ class EventTable:
                     units=units, dtype=head["dtype"], dt=head["dt"], pop_name=head["pop_name"],
                     run_starts=head["run_starts"], n_dropped=int(attrs.get("n_dropped", 0)))
         if not bool(attrs.get("complete", True)):
-            warnings.warn(f"{os.fspath(path)}: the recording did not finish (the run is "
-                          f"still going on, or was interrupted); loaded the "
-                          f"{table.n_events} events flushed so far, steps "
-                          f"0..{table.n_steps - 1}", RuntimeWarning, stacklevel=3)
+            why = str_attr(attrs.get("interrupted", ""))
+            why = (f"was interrupted by {why}" if why else
+                   "is still going on, or its process was killed")
+            planned = attrs.get("n_steps_planned")
+            planned = "" if planned is None else f" of the {int(planned)} planned"
+            warnings.warn(f"{os.fspath(path)}: the recording did not finish (the run {why}); "
+                          f"loaded the {table.n_events} events of the {table.n_steps} "
+                          f"steps recorded{planned} (steps 0..{table.n_steps - 1})",
+                          RuntimeWarning, stacklevel=3)
         return table
 
     def __repr__(self):
@@ -466,6 +478,7 @@ class FileSink(_Sink):
         self._n_file = 0
         self._n_steps = 0
         self._file = None
+        self._lock = FileLock(self.path, f"an {name} stream")
 
     def open(self, attrs, new):
         """Start a new file (``new``) or continue this one; mark it incomplete.
@@ -475,15 +488,24 @@ class FileSink(_Sink):
         """
         if new:
             self.close()
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            f = h5py.File(self.path, "w")
+            self._lock.acquire()  # before the file is touched: refuse a second writer
+            try:
+                f = h5py.File(self.path, "w")
+            except BaseException:
+                self._lock.release()
+                raise
             write_header(f, EVENTS_KIND, dt=attrs["dt"])
             for k, dt in column_dtypes(self.dtype).items():
                 f.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt,
                                  chunks=(self.chunk_size,))
             self._file, self._n_file = f, 0
         elif self._file is None:
-            self._file = h5py.File(self.path, "a")
+            self._lock.acquire()
+            try:
+                self._file = h5py.File(self.path, "a")
+            except BaseException:
+                self._lock.release()
+                raise
             self._n_file = int(self._file.attrs["n_events"])
         self._write_attrs(attrs, complete=False)
 
@@ -526,11 +548,18 @@ class FileSink(_Sink):
         f.attrs["complete"] = bool(complete)
         f.flush()
 
-    def finish(self, attrs):
-        """End of a run: flush, write ``attrs``, mark the file complete and close it."""
+    def finish(self, attrs, interrupted=None):
+        """End of a run: flush, write ``attrs``, mark the file complete and close it.
+
+        ``interrupted``: the name of the exception that stopped the run; the
+        file is then left incomplete with that name in ``interrupted``.
+        """
         if self._file is not None:
             self.flush()
-            self._write_attrs(attrs, complete=True)
+            self._write_attrs(attrs, complete=interrupted is None)
+            if interrupted is not None:
+                self._file.attrs["interrupted"] = interrupted
+                self._file.flush()
             self._release()
 
     def close(self):
@@ -539,11 +568,14 @@ class FileSink(_Sink):
         self._release()
 
     def _release(self):
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.flush()
-            self._file.close()
-            self._file = None
+        try:
+            if self._file is not None:
+                with contextlib.suppress(Exception):
+                    self._file.flush()
+                self._file.close()
+                self._file = None
+        finally:
+            self._lock.release()
 
     def columns(self):
         """The columns written so far (read back from the file)."""

@@ -42,7 +42,9 @@ event file. A foreign, truncated or newer file raises
 :class:`evsim.io.FileFormatError` with the reason.
 """
 
+import math
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -106,6 +108,17 @@ def _check_chunk(name, arr, batch, width, pop_name, note=""):
 
 def _is_count(value):
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def _check_dt(dt, name="dt"):
+    """A finite step duration > 0, as a float; ValueError naming ``name`` otherwise."""
+    try:
+        value = float(dt)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(dt, bool) or value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite step duration > 0, got {dt!r}")
+    return value
 
 
 class _Monitor:
@@ -261,10 +274,14 @@ class EventMonitor(_Monitor):
         self.max_events = max_events
         self.on_overflow = on_overflow
         self.path = None if path is None else os.fspath(path)
-        self.dt = float(dt)
+        self.dt = _check_dt(dt)
+        if not _is_count(chunk_size) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1 (the HDF5 chunk length of "
+                             f"the event datasets), got {chunk_size!r}")
         self.flush_every = int(flush_every)
         self.chunk_size = int(chunk_size)
         self._sink = None  # MemorySink, or FileSink with path
+        self._recorded = 0  # steps recorded (all runs held), <= n_steps
 
     # -- protocol ----------------------------------------------------------
 
@@ -276,12 +293,13 @@ class EventMonitor(_Monitor):
             raise ValueError(f"EventMonitor on {self.pop_name!r} holds {self.dtype} values; "
                              f"this run is {np.dtype(dtype)}. Use a new monitor")
         self._start_common(reset, n_units, batch, n_steps, dtype)
+        self._recorded = self._offset
         if reset or self._sink is None:
             if self._sink is not None:
                 self._sink.close()
             self._sink = self._new_sink()
         elif self.path is not None:
-            self._sink.open(self._file_attrs(), new=False)
+            self._sink.open(self._stream_attrs(), new=False)
 
     def record(self, t0, data):
         """Append the events of steps ``t0 .. t0 + Tc - 1`` of the current run.
@@ -294,9 +312,10 @@ class EventMonitor(_Monitor):
         self._need_run()
         y = _check_chunk("y", data["y"], self.batch, self.n_units, self.pop_name)
         self._seen(t0, y.shape[0])
+        self._recorded = max(self._recorded, self._offset + int(t0) + y.shape[0])
         cols = events_from_dense(y, self._units, self.dtype)
         cols["step"] += self._offset + int(t0)
-        self._sink.append(cols, self.n_steps)
+        self._sink.append(cols, self._recorded)
 
     def record_events(self, t0, step, unit, batch, value):
         """Append events given as columns: used by the network's compiled loop.
@@ -336,16 +355,32 @@ class EventMonitor(_Monitor):
             dict(step=step, unit=unit, batch=batch, value=value),
             (self._run_steps, self.batch, self.n_units), self.dtype)
         cols["step"] += self._offset + int(t0)
+        # steps before t0 are done; the last event bounds this call's steps from below
+        last = int(cols["step"][-1]) + 1 if cols["step"].size else 0
+        self._recorded = max(self._recorded, self._offset + int(t0), last)
         if self._units is not None:
             at = np.searchsorted(self._units, cols["unit"])
             keep = self._units[np.minimum(at, self._units.size - 1)] == cols["unit"]
             cols = {k: c[keep] for k, c in cols.items()}
-        self._sink.append(cols, self.n_steps)
+        self._sink.append(cols, self._recorded)
 
     def end_run(self):
-        """Finish the run: mark the stream file complete and close it."""
+        """Finish the run: mark the stream file complete and close it.
+
+        Called while an exception (an error, Ctrl-C) stops the run before its
+        last step was recorded, the monitor keeps the steps recorded
+        (``n_steps``) and the file stays incomplete, naming the exception.
+        """
+        exc = sys.exc_info()[0]
+        interrupted = None
+        if exc is not None and self._running and self._recorded < self.n_steps:
+            interrupted = exc.__name__
+            self.n_steps = self._recorded
         if isinstance(self._sink, FileSink):
-            self._sink.finish(self._file_attrs())
+            attrs = self._file_attrs()
+            if interrupted is not None:
+                attrs["n_steps_planned"] = self._offset + self._run_steps
+            self._sink.finish(attrs, interrupted)
         super().end_run()
 
     # -- storage -----------------------------------------------------------
@@ -363,11 +398,16 @@ class EventMonitor(_Monitor):
         if self.path is None:
             return MemorySink(self.dtype, **bound)
         sink = FileSink(self.path, self.dtype, self.flush_every, self.chunk_size, **bound)
-        sink.open(self._file_attrs(), new=True)
+        sink.open(self._stream_attrs(), new=True)
         return sink
 
     def _file_attrs(self):
         return dict(self._header_attrs(), **units_attr(self.units, self.n_units), dt=self.dt)
+
+    def _stream_attrs(self):
+        """The attributes of a stream file while its run goes on: steps recorded so far."""
+        return dict(self._file_attrs(), n_steps=self._recorded,
+                    n_steps_planned=self._offset + self._run_steps)
 
     def flush(self):
         """Write the pending records to the stream file and flush it to disk."""
