@@ -226,7 +226,10 @@ class Dataset:
         if layout not in ("NTI", "TBI"):
             raise ValueError(f"layout must be 'NTI' (samples, steps, inputs) or 'TBI' "
                              f"(steps, samples, inputs), got {layout!r}")
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except ValueError:  # NumPy >= 1.24 refuses ragged nested lists
+            x = np.empty(0, dtype=object)
         if x.dtype == object:
             raise ValueError("x is ragged (sequences of different lengths): pad it with "
                              "evsim.data.pad_sequences(list_of_arrays) -> (x, lengths) and "

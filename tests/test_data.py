@@ -345,3 +345,90 @@ def test_ptb_installed():
     assert c.vocab[c.train[0]] == "aer" and c.train[-1] == c.word_to_id["<eos>"]
     inp, tgt = next(data.bptt_batches(data.batchify(c.train, 20), 35))
     assert inp.shape == tgt.shape == (35, 20)
+
+
+# --------------------------------------------------------------------------- #
+# your own arrays
+
+
+def test_pad_sequences_pads_and_records_lengths():
+    seqs = [np.full((3, 2), 1.0), np.full((5, 2), 2.0), np.full((1, 2), 3.0)]
+    x, lengths = data.pad_sequences(seqs)
+    assert x.shape == (3, 5, 2) and x.dtype == np.float32
+    assert lengths.tolist() == [3, 5, 1] and lengths.dtype == np.int64
+    np.testing.assert_array_equal(x[0, :3], 1.0)
+    np.testing.assert_array_equal(x[0, 3:], 0.0)
+    np.testing.assert_array_equal(x[2, 1:], 0.0)
+    x1, l1 = data.pad_sequences([np.arange(4.0), np.arange(2.0)], max_len=6, value=-1)
+    assert x1.shape == (2, 6, 1) and l1.tolist() == [4, 2]
+    assert x1[1, :, 0].tolist() == [0, 1, -1, -1, -1, -1]
+
+
+def test_pad_sequences_errors():
+    with pytest.raises(ValueError, match="empty"):
+        data.pad_sequences([])
+    with pytest.raises(ValueError, match="sequence 1 has 3 input channels"):
+        data.pad_sequences([np.zeros((2, 2)), np.zeros((2, 3))])
+    with pytest.raises(ValueError, match="sequence 1 has 5 steps, more than max_len=4"):
+        data.pad_sequences([np.zeros((2, 1)), np.zeros((5, 1))], max_len=4)
+    with pytest.raises(ValueError, match="already padded"):
+        data.pad_sequences(np.zeros((3, 4, 2)))
+    with pytest.raises(ValueError, match="sequence 0 is empty"):
+        data.pad_sequences([np.zeros((0, 2))])
+
+
+def test_from_arrays_both_layouts_give_the_same_set():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4, 3))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    a = data.Dataset.from_arrays(x, y)
+    b = data.Dataset.from_arrays(x.transpose(1, 0, 2), y, layout="TBI")
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.n_classes == 3 and a.y.dtype == np.int64 and a.x.dtype == np.float32
+    x_tb, yb, lb = next(b.batches(6))
+    np.testing.assert_array_equal(x_tb, x.transpose(1, 0, 2).astype(np.float32))
+    assert lb is None
+    # float targets: a regression set; an explicit n_classes keeps unseen classes
+    r = data.Dataset.from_arrays(x, rng.normal(size=(6, 2)))
+    assert r.n_classes is None and r.y.shape == (6, 2)
+    assert data.Dataset.from_arrays(x, y, n_classes=5).n_classes == 5
+    # one channel as 2-D
+    assert data.Dataset.from_arrays(x[:, :, 0], y).x.shape == (6, 4, 1)
+
+
+def test_from_arrays_names_the_layout_in_errors():
+    x_tb = np.zeros((20, 7, 3))  # (T, B, I) passed as samples-first
+    with pytest.raises(ValueError, match=r"layout='NTI'.*pass layout='TBI'"):
+        data.Dataset.from_arrays(x_tb, np.zeros(7, int))
+    x_nt = np.zeros((7, 20, 3))  # (N, T, I) passed as time-first
+    with pytest.raises(ValueError, match=r"layout='TBI'.*pass layout='NTI'"):
+        data.Dataset.from_arrays(x_nt, np.zeros(7, int), layout="TBI")
+    with pytest.raises(ValueError, match="layout must be"):
+        data.Dataset.from_arrays(x_nt, np.zeros(7, int), layout="BTI")
+    with pytest.raises(ValueError, match="3 dimensions"):
+        data.Dataset.from_arrays(np.zeros((2, 3, 4, 5)), np.zeros(2, int))
+    with pytest.raises(ValueError, match=r"lengths must have shape \(7,\)"):
+        data.Dataset.from_arrays(x_nt, np.zeros(7, int), lengths=[3, 4])
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        data.Dataset.from_arrays(x_nt, np.zeros(7, int), lengths=np.full(7, 21))
+    with pytest.raises(ValueError, match="pad_sequences"):
+        data.Dataset.from_arrays([np.zeros((2, 1)), np.zeros((3, 1))], [0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        data.Dataset.from_arrays(np.full((2, 3, 1), np.nan), [0, 1])
+    with pytest.raises(ValueError, match="integer labels"):
+        data.Dataset.from_arrays(x_nt, np.full(7, 0.5), n_classes=2)
+
+
+def test_split_is_a_partition_and_reproducible():
+    ds = data.Dataset.from_arrays(np.arange(50.0)[:, None, None] * np.ones((1, 3, 1)),
+                                  np.arange(50) % 3, lengths=np.arange(50) % 3 + 1)
+    sp = ds.split(seed=1)
+    assert [len(p) for p in sp] == [40, 5, 5]
+    ids = np.concatenate([p.x[:, 0, 0] for p in sp])
+    assert sorted(ids.tolist()) == list(range(50))
+    for p in sp:  # labels and lengths travel with their samples
+        np.testing.assert_array_equal(p.y, p.x[:, 0, 0].astype(int) % 3)
+        np.testing.assert_array_equal(p.lengths, p.x[:, 0, 0].astype(int) % 3 + 1)
+    again = ds.split(seed=1)
+    np.testing.assert_array_equal(sp.test.x, again.test.x)
+    assert sp.train.name == "arrays/train"

@@ -11,7 +11,9 @@ from evsim.io import FileFormatError, atomic_h5
 from evsim.training import (
     SGD,
     Adam,
+    AdamW,
     CheckpointMismatchError,
+    DivergenceError,
     Trainer,
     load_checkpoint,
     save_checkpoint,
@@ -358,3 +360,134 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, digits, monkeyp
         t.fit(train, epochs=2)
     assert load_checkpoint(path).epoch == 1
     assert glob.glob(os.path.join(tmp_path, "*.tmp")) == []
+
+
+# --------------------------------------------------------------------------- #
+# your own data: predict, optimiser names, activity target, divergence
+
+
+def _ragged_task(n, seed):
+    """Label = whether the first channel sums to > 0 over a sequence of 4..12 steps."""
+    rng = np.random.default_rng(seed)
+    seqs = [rng.normal(size=(int(rng.integers(4, 13)), 2)) for _ in range(n)]
+    x, lengths = data.pad_sequences(seqs)
+    y = np.array([int(s[:, 0].sum() > 0) for s in seqs])
+    return data.Dataset.from_arrays(x, y, lengths=lengths, n_classes=2, name="ragged")
+
+
+def test_own_ragged_data_trains_and_predict_honours_lengths():
+    ds = _ragged_task(400, 0)
+    train, valid, test = ds.split(seed=0)
+    net = models.sequence_classifier(2, 24, 2, seed=0)
+    t = Trainer(net, optimizer="adam", lr=1e-2, batch_size=32, progress=False)
+    t.fit(train, valid, epochs=4)
+    r = t.evaluate(test)
+    assert r["accuracy"] > 0.75
+    labels = t.predict(test)
+    probs = t.predict(test, output="probs", batch_size=7)
+    assert labels.shape == (len(test),) and labels.dtype == np.int64
+    assert probs.shape == (len(test), 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(labels, probs.argmax(axis=1))
+    # predict agrees with evaluate's accuracy
+    assert np.mean(labels == test.y) == pytest.approx(r["accuracy"])
+    # arrays with lengths == the Dataset; garbage in the padding changes nothing
+    x = test.x.copy()
+    for k, n in enumerate(test.lengths):
+        x[k, n:] = 1e3
+    np.testing.assert_allclose(t.predict(x, lengths=test.lengths, output="logits"),
+                               t.predict(test, output="logits"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(
+        t.predict(x.transpose(1, 0, 2), lengths=test.lengths, layout="TBI"), labels)
+    # without the lengths the padding is read: another answer
+    assert not np.allclose(t.predict(x, output="logits"), t.predict(test, output="logits"))
+
+
+def test_predict_regression_and_errors(digits):
+    d = data.adding_problem(40, T=10, seed=0)
+    t = Trainer(models.regressor(d.n_inputs, 8, 1, seed=0), task="regress", progress=False)
+    out = t.predict(d)
+    assert out.shape == (40, 1) and np.all(np.isfinite(out))
+    tc = make_trainer(make_net())
+    with pytest.raises(ValueError, match="input channels"):
+        tc.predict(np.zeros((3, 5, 4)))
+    with pytest.raises(ValueError, match="output must be"):
+        tc.predict(digits[2], output="classes")
+    with pytest.raises(ValueError, match="a Dataset carries its own"):
+        tc.predict(digits[2], lengths=np.ones(len(digits[2]), int))
+
+
+@pytest.mark.parametrize("name, cls", [("adam", Adam), ("AdamW", AdamW), ("sgd", SGD)])
+def test_optimizer_by_name(name, cls):
+    t = Trainer(make_net(), optimizer=name, lr=0.05, progress=False)
+    assert type(t.optimizer) is cls and t.optimizer.lr == 0.05
+
+
+def test_optimizer_errors_are_clear():
+    net = make_net()
+    with pytest.raises(ValueError, match=r"one of \['adam', 'adamw', 'sgd'\].*'rmsprop'"):
+        Trainer(net, optimizer="rmsprop")
+    with pytest.raises(TypeError, match="the class itself"):
+        Trainer(net, optimizer=Adam)
+    with pytest.raises(TypeError, match="Optimizer"):
+        Trainer(net, optimizer=object())
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), float("inf")])
+def test_activity_target_outside_unit_interval(bad):
+    with pytest.raises(ValueError, match=r"activity_target must lie in \[0, 1\].*mean graded"):
+        Trainer(make_net(), activity_target=bad)
+    with pytest.raises(TypeError, match="activity_target"):
+        Trainer(make_net(), activity_target="0.05")
+
+
+def test_activity_target_default_agrees_with_the_cli():
+    from evsim.cli import TASK_DEFAULTS
+
+    t = Trainer(make_net(), progress=False)
+    assert {d["activity_target"] for d in TASK_DEFAULTS.values()} == {t.activity_target}
+    assert t.activity_strength == 0.0  # off unless asked for (the CLI presets switch it on)
+    for ok in (0, 1, 0.3):
+        assert Trainer(make_net(), activity_target=ok).activity_target == ok
+
+
+def test_divergence_stops_with_a_clear_error_and_no_checkpoint(tmp_path):
+    d = data.adding_problem(64, T=10, seed=0)
+    ckpt = tmp_path / "run.h5"
+    t = Trainer(models.regressor(d.n_inputs, 8, 1, seed=0), task="regress", optimizer="sgd",
+                lr=1e3, clip=None, batch_size=16, progress=False, checkpoint=ckpt)
+    with pytest.raises(DivergenceError, match=r"diverged.*lr=1000.*lower it"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            t.fit(d, epochs=20)
+    if ckpt.exists():  # earlier, finite epochs may have been saved
+        ck = load_checkpoint(ckpt)
+        assert ck.epoch == t.epoch
+        for v in ck.params.values():
+            assert np.all(np.isfinite(v))
+
+
+def test_nan_gradient_stops_before_the_step(digits, tmp_path, monkeypatch):
+    train, _, _ = digits
+    ckpt = tmp_path / "run.h5"
+    t = make_trainer(make_net(), checkpoint=ckpt)
+    before = {k: v.copy() for k, v in t.params.items()}
+    real_backward = t.net.backward
+
+    def nan_backward(fp, out_grads):
+        g = real_backward(fp, out_grads)
+        next(iter(g.values()))[...] = np.nan
+        return g
+
+    monkeypatch.setattr(t.net, "backward", nan_backward)
+    with pytest.raises(DivergenceError, match=r"gradient of .* NaN.*learning rate lr=0.01"):
+        t.fit(train, epochs=1)
+    assert_params_equal(t.params, before)
+    assert not ckpt.exists() and t.epoch == 0
+
+
+def test_nan_loss_is_divergence(digits):
+    train, _, _ = digits
+    t = make_trainer(make_net())
+    t.params["out.b"][...] = np.nan
+    with pytest.raises(DivergenceError, match="readout 'out' output is NaN"):
+        t.fit(train, epochs=1)
