@@ -476,7 +476,8 @@ def test_frozen_parameter_untouched():
 # --------------------------------------------------------------------------- #
 def hdf5_round_trip(d, path):
     """What a checkpoint does: every entry becomes an HDF5 dataset and is read back."""
-    h5py = pytest.importorskip("h5py")
+    import h5py  # a dependency of evsim (checkpoints)
+
     with h5py.File(path, "w") as f:
         for k, v in d.items():
             f.create_dataset(k, data=v)

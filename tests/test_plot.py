@@ -2,10 +2,10 @@
 
 import sys
 
+import matplotlib as mpl  # in the `test` extra: a missing matplotlib fails, never skips
 import numpy as np
 import pytest
 
-mpl = pytest.importorskip("matplotlib")
 mpl.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402

@@ -491,3 +491,36 @@ def test_nan_loss_is_divergence(digits):
     t.params["out.b"][...] = np.nan
     with pytest.raises(DivergenceError, match="readout 'out' output is NaN"):
         t.fit(train, epochs=1)
+
+
+def test_stepwise_training_of_a_cycle_with_ragged_lengths(monkeypatch):
+    """A recurrent LIF layer (a cycle: step-wise schedule) trained through the
+    Trainer on padded sequences; every training forward must be step-wise."""
+    from evsim import LIF, DenseInput, Network, Readout
+
+    ds = _ragged_task(256, 3)
+    train, valid = ds.subset(slice(0, 192)), ds.subset(slice(192, 256))
+    net = Network(seed=0)
+    net.add(DenseInput("x", 2))
+    net.add(LIF("lif", 32, tau_mem=5.0, tau_syn=2.0, support=0.5))
+    net.add(Readout("out", 2, leak=0.8))
+    net.connect("x", "lif", scale=6.0)
+    net.connect("lif", "lif", delay=1)
+    net.connect("lif", "out")
+    schedules = []
+    real_forward = net.forward
+
+    def recording_forward(*args, **kw):
+        fp = real_forward(*args, **kw)
+        if kw.get("training"):
+            schedules.append(fp.schedule)
+        return fp
+
+    monkeypatch.setattr(net, "forward", recording_forward)
+    t = Trainer(net, lr=1e-2, batch_size=32, progress=False)
+    before = t.evaluate(valid)["loss"]
+    t.fit(train, epochs=3)
+    after = t.evaluate(valid)["loss"]
+    assert schedules and set(schedules) == {"stepwise"}
+    assert after < before - 0.05, (before, after)
+    assert t.predict(valid).shape == (64,)
