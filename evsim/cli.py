@@ -251,7 +251,45 @@ def report_table(result, metric, model):
     return lines
 
 
+def _check_checkpoint_path(path):
+    """Refuse a --checkpoint path that cannot be written, naming it (before any work)."""
+    shown = path
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        raise CLIError(f"--checkpoint {shown}: is a directory; give a file name, e.g. "
+                       f"{os.path.join(shown, 'run.h5')}")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise CLIError(f"--checkpoint {shown}: the folder {folder} does not exist; "
+                       f"create it first")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise CLIError(f"--checkpoint {shown}: the file is not writable")
+    probe = os.path.join(folder, f".evsim-write-test.{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise CLIError(f"--checkpoint {shown}: cannot write in the folder {folder} "
+                       f"({err.strerror or err})") from None
+    return path
+
+
+def _check_backend(backend):
+    """One clear error for a CUDA backend on a machine that cannot run it."""
+    if backend != "cuda":
+        return
+    try:
+        from evsim.kernels import cuda as kcuda
+
+        kcuda.require()
+    except (ImportError, RuntimeError) as err:
+        raise CLIError(f"--backend cuda is not available here: "
+                       f"{' '.join(str(err).split())}; use --backend cpu") from None
+
+
 def cmd_train(args, out=print):
+    from evsim.io import FileLock
     from evsim.training import Trainer
 
     if args.show_defaults:
@@ -265,6 +303,16 @@ def cmd_train(args, out=print):
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, got {args.threads}")
     s = _settings(args)
+    _check_backend(args.backend)
+    if args.checkpoint is None:
+        return _train(args, s, out, Trainer)
+    _check_checkpoint_path(args.checkpoint)
+    # one training per checkpoint path: a second one would overwrite it
+    with FileLock(args.checkpoint, "an evsim train run"):
+        return _train(args, s, out, Trainer)
+
+
+def _train(args, s, out, Trainer):
     t_start = time.perf_counter()
     train, valid, test, kind = load_task(args.task, seed=args.seed, limit=args.limit,
                                          max_len=args.max_len)
@@ -302,13 +350,13 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    from evsim.io import FileFormatError
+    from evsim.io import FileFormatError, FileInUseError
 
     try:
         if args.command == "info":
             return cmd_info(args)
         return cmd_train(args)
-    except CLIError as err:
+    except (CLIError, FileInUseError) as err:
         print(f"evsim: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError, FileFormatError,
