@@ -86,3 +86,28 @@ def lengths_array(lengths, T, B):
         raise ValueError(f"lengths must lie in [1, {T}] (the number of steps), got "
                          f"values from {arr.min()} to {arr.max()}")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux: ``MemAvailable``
+    of /proc/meminfo), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def require_memory(nbytes, what):
+    """Raise a MemoryError naming ``what`` (the sizes) when about ``nbytes``
+    (a lower estimate of what a call will allocate) exceed the memory
+    available now: a clear error before allocating, instead of the operating
+    system swapping or killing the process half-way through a run."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(f"{what} needs at least {nbytes / 2**30:.1f} GiB of memory, but only "
+                          f"{avail / 2**30:.1f} GiB are available; use fewer steps, a "
+                          f"smaller batch or fewer units (or split the sequence)")

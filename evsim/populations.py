@@ -207,13 +207,14 @@ class GatedRecurrent(Population):
                                            "fwd_macs_dense")}
 
         def variables():
-            out = {"y": res.y, "h": res.h, "v": self._membrane(res.h, res.c), "c": res.c}
+            y, h, c = res._array("y"), res._array("h"), res._array("c")
+            out = {"y": y, "h": h, "v": self._membrane(h, c), "c": c}
             if res.trace is not None:
-                out["trace"] = res.trace
+                out["trace"] = res._array("trace")
             return out
 
-        return PopRun(y=res.y, events=self._events(res), state={"h": res.h_last,
-                                                                "y": res.y_last},
+        return PopRun(y=res._array("y"), events=self._events(res),
+                      state={"h": res._array("h_last"), "y": res._array("y_last")},
                       saved=res, stats=stats, variables=variables)
 
     def _step(self, drive_t, state, alive, training, backend, rng):
@@ -303,7 +304,7 @@ class EGRU(GatedRecurrent):
         return np.where(c != 0, h + self.params["thr"], h)
 
     def _events(self, res):
-        ev = res.events
+        ev = res._array("events")
         return None if ev is None else (ev[0][1:], ev[1][1:])
 
     def _step_events(self, y, alive):

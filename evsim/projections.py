@@ -45,6 +45,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from evsim import _validate as check
 from evsim import functional as F
 from evsim.connectivity import Rule
 from evsim.receptors import Conductance
@@ -287,6 +288,10 @@ class Projection:
             raise ValueError(f"projection {self.name!r}: W has shape {W.shape}, expected "
                              f"{(N, M)}")
         self._check_delay(self._delay)
+        if W.dtype.kind == "f" and not check.all_finite(W):
+            bad = np.flatnonzero(~np.isfinite(W.reshape(-1)))
+            raise ValueError(f"projection {self.name!r}: W holds NaN or infinite values "
+                             f"({bad.size} of {W.size}, first at flat index {bad[0]})")
         rec = getattr(self.target, "receptors", {}).get(self.receptor)
         if isinstance(rec, Conductance) and W.size and W.min() < 0:
             raise ValueError(f"projection {self.name!r} feeds the conductance receptor "

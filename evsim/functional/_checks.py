@@ -17,6 +17,7 @@ from evsim._validate import (  # noqa: F401 (re-exported: one place for the chec
     lengths_array,
     positive,
     probability,
+    require_memory,
     size,
 )
 from evsim._validate import float_array as _float_array

@@ -65,6 +65,12 @@ class EGRUResult:
     args : the checked arguments of the pass (:class:`evsim.kernels.contract.EGRUArgs`).
     saved : what the backend saved for the backward pass
         (:class:`evsim.kernels.contract.EGRUSaved`), None with ``training=False``.
+
+    The arrays (``y``, ``h``, ``c``, ``h_last``, ``y_last``, ``trace`` and the
+    event lists) are read-only views: the backward pass reads what the forward
+    computed, and a training pass keeps private copies of the arguments it
+    needs, so that changing the caller's arrays after the forward pass cannot
+    change the gradients. Copy an output (``result.y.copy()``) to change it.
     """
 
     y: np.ndarray
@@ -77,6 +83,13 @@ class EGRUResult:
     events: tuple | None = None
     args: EGRUArgs | None = field(default=None, repr=False)
     saved: EGRUSaved | None = field(default=None, repr=False)
+    # the writable arrays behind the read-only views above (for the backward
+    # pass and evsim's populations); see _expose
+    _own: dict | None = field(default=None, repr=False)
+
+    def _array(self, name):
+        """The array behind the read-only view ``name`` (evsim-internal)."""
+        return getattr(self, name) if self._own is None else self._own[name]
 
     def backward_active(self):
         """(T, B, H) bool: units whose output can carry a gradient (fired, or
@@ -248,6 +261,9 @@ def _backward(result, dy, dh_last, dy_last, dtrace):
         "dh_last", dh_last, (B, H), dtype)
     dyl = np.zeros((B, H), dtype) if dy_last is None else check.float_array(
         "dy_last", dy_last, (B, H), dtype)
+    # gradients of the drive and of x; the backward's per-step buffers
+    check.require_memory(T * B * H * 6 * dtype.itemsize,
+                         f"an EGRU backward pass with T={T}, B={B}, H={H} ({dtype})")
     backend = _backend_module(args.backend)
     if dtrace is not None:
         if result.trace is None:
@@ -257,7 +273,8 @@ def _backward(result, dy, dh_last, dy_last, dtrace):
         dy = dy.copy()
         backend.output_trace_backward(dtrace, args.trace_alpha, dy)
     active, rows = _active_count(result)
-    grads, stats = backend.egru_backward(args, result.saved, result.events, active, rows,
+    grads, stats = backend.egru_backward(args, result.saved, result._array("events"), active,
+                                         rows,
                                          result.stats["activity"], dy, dh.copy(), dyl.copy())
     stats.setdefault("bwd_macs_event", stats["bwd_macs"])
     stats.update(backward_active=active / max(rows, 1),
@@ -302,6 +319,10 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
         raise ValueError(f"drive must have shape (T, B, 3H) = (T, B, {3 * H}), got {a.shape}")
     br = check.float_array("br", br, (3 * H,), dt)
     thr = check.float_array("thr", thr, (H,), dt)
+    # outputs y, h, c; the input drive; in training what the backward pass saves
+    per = 3 + (3 if a is None else 0) + (6 if training else 0) + (trace_alpha is not None)
+    check.require_memory(T * B * H * per * dt.itemsize,
+                         f"an EGRU forward pass with T={T}, B={B}, H={H} ({dt})")
     h0 = np.zeros((B, H), dt) if h0 is None else check.float_array("h0", h0, (B, H), dt)
     y0 = np.zeros((B, H), dt) if y0 is None else check.float_array("y0", y0, (B, H), dt)
     damp = config.DAMP if damp is None else check.positive("damp", damp, allow_zero=True)
@@ -312,6 +333,13 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
     if trace_alpha is not None:
         trace_alpha = check.probability("trace_alpha", trace_alpha)
     rng = np.random.default_rng(rng)
+    if training:  # the backward pass must not see later changes to the caller's arrays
+        x, W, R, bx, br, thr, h0, y0, a = (None if v is None else v.copy()
+                                           for v in (x, W, R, bx, br, thr, h0, y0, a))
+        if zoneout_mask is not None:
+            zoneout_mask = np.array(zoneout_mask, copy=True)
+        if dropconnect_mask is not None:
+            dropconnect_mask = np.array(dropconnect_mask, copy=True)
 
     keep, keep_mode = _zoneout_keep(zoneout, zoneout_mask, training, (T, B, H), dt, rng)
     rmask = _dropconnect_mask(dropconnect, dropconnect_mask, training, R.shape, dt, rng)
@@ -330,9 +358,20 @@ def _forward(x, W, R, bx, br, thr, h0, y0, damp, support, training, backend, zon
     fstats.setdefault("fwd_macs_event", fstats["fwd_macs"])
     stats = dict(fstats, unit_steps=unit_steps, activity=fstats["events"] / unit_steps,
                  input_macs=int(lengths.sum()) * In * 3 * H if x is not None else 0)
-    return EGRUResult(y=out["y"], h=out["h"], c=out["c"], h_last=out["h_last"],
-                      y_last=out["y_last"], trace=trace, stats=stats, events=events,
-                      args=args, saved=saved)
+    own = dict(y=out["y"], h=out["h"], c=out["c"], h_last=out["h_last"], y_last=out["y_last"],
+               trace=trace, events=events)
+    view = {k: _read_only(v) for k, v in own.items()}
+    return EGRUResult(**view, stats=stats, args=args, saved=saved, _own=own)
+
+
+def _read_only(value):
+    """A read-only view of a host array (a tuple of them for event lists)."""
+    if isinstance(value, tuple):
+        return tuple(_read_only(v) for v in value)
+    if isinstance(value, np.ndarray):
+        value = value.view()
+        value.flags.writeable = False
+    return value
 
 
 def _input_drive(x, W, bx):

@@ -21,7 +21,7 @@ import numpy as np
 from evsim import _validate as check
 from evsim import populations as pops
 from evsim import threads
-from evsim.network.result import ForwardPass, NetworkGradients
+from evsim.network.result import ForwardPass, NetworkGradients, check_token
 from evsim.network.schedule import incoming
 
 __all__ = ["backward"]
@@ -37,6 +37,7 @@ def backward(net, fp, grads):
                          "net.forward(inputs, training=True) to back-propagate")
     if fp._backward_done:
         raise ValueError("backward() was already called on this forward pass")
+    check_token(net, fp)
     B = len(fp.lengths)
     T = int(np.max(fp.lengths))
     n_units = sum(net.populations[n].size for n in fp._runs)

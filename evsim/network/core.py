@@ -269,7 +269,12 @@ class Network:
 
         Parameters
         ----------
-        fp : ForwardPass from :meth:`forward` (training=True, DAG schedule).
+        fp : ForwardPass from :meth:`forward` of this network (training=True),
+            with the same parameter and structure arrays: a pass of another
+            network, or one made before a parameter array was replaced, is
+            refused with a ValueError. Values updated in place between forward
+            and backward are not detected (update after backward, as the
+            Trainer does).
         grads : dict population name -> dL/d outputs[name] (T, B, N); for an
             EGRU with a trace, ``name + ".trace"`` -> dL/d trace.
 

@@ -44,6 +44,7 @@ class ForwardPass:
     _backward_done: bool = field(default=False, repr=False)
     _order: list = field(default_factory=list, repr=False)  # population names, run order
     _delayed: set = field(default_factory=set, repr=False)  # projections given +1 step
+    _token: tuple | None = field(default=None, repr=False)  # see token()
 
     def summary(self):
         """Totals over the network: events, forward multiply-adds done and
@@ -52,6 +53,48 @@ class ForwardPass:
 
 
 RunResult = ForwardPass
+
+
+def token(net):
+    """What ties a forward pass to the network that made it: the network
+    itself, and every parameter array and sparse structure array (index
+    arrays, per-synapse delays) by identity. The forward pass holds these
+    references, so no other array can take the identity of one of them while
+    it lives. Replacing a parameter or structure array (``Network.load``,
+    ``connect``, ``add``, assigning ``params[...]``) changes the token; updating
+    values in place does not (see :func:`check_token`)."""
+    arrays = [(k, v) for k, v in net.params().items()]
+    for name, proj in net.projections.items():
+        for attr in ("indptr", "indices", "_delay"):
+            value = getattr(proj, attr, None)
+            if isinstance(value, np.ndarray):
+                arrays.append((f"{name}.{attr}", value))
+    return (net, tuple(net.populations), tuple(net.projections), tuple(arrays))
+
+
+def check_token(net, fp):
+    """Raise a ValueError unless ``fp`` was made by ``net`` with the parameter
+    and structure arrays it has now (before any kernel runs: the backward
+    kernels index with the forward's event lists and the live structure).
+
+    In-place updates of the same arrays between forward and backward are not
+    detected (that would read every parameter on every call): the backward
+    then mixes old and new values. The Trainer updates after backward."""
+    tok = fp._token
+    if tok is None or tok[0] is not net:
+        raise ValueError("this forward pass was made by another network (or is not a "
+                         "forward pass of Network.forward); back-propagate with the network "
+                         "that ran it")
+    now = token(net)
+    if tok[1:3] != now[1:3]:
+        raise ValueError("the network's populations or projections changed since this "
+                         "forward pass; run net.forward again")
+    old, new = tok[3], now[3]
+    if len(old) != len(new) or any(a[0] != b[0] or a[1] is not b[1] for a, b in zip(old, new)):
+        changed = sorted({a[0] for a, b in zip(old, new) if a[0] != b[0] or a[1] is not b[1]}
+                         | {k for k, _ in old[len(new):]} | {k for k, _ in new[len(old):]})
+        raise ValueError(f"parameter or structure arrays of the network were replaced since "
+                         f"this forward pass ({', '.join(changed)}); run net.forward again")
 
 
 class NetworkGradients(Gradients):

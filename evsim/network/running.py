@@ -7,11 +7,13 @@ plan and gathers outputs and counters into a :class:`ForwardPass`.
 
 import time
 
+from evsim import _validate as check
 from evsim import threads
+from evsim.functional.egru import _read_only
 from evsim.network import compiled
 from evsim.network.executors import EXECUTORS
 from evsim.network.inputs import check_inputs, initial_states
-from evsim.network.result import ForwardPass
+from evsim.network.result import ForwardPass, token
 from evsim.network.schedule import incoming, is_cyclic, plan
 
 __all__ = ["forward", "PROGRESS_MIN_WORK", "SCHEDULES"]
@@ -56,9 +58,11 @@ def choose(net, schedule, training):
 def _forward(net, inputs, lengths, training, steps, schedule, progress, reset, record_outputs):
     t_start = time.perf_counter()
     kind, order, delayed = choose(net, schedule, training)
+    tok = token(net)
     for proj in net.projections.values():  # kernels index with these: check them first
         proj.check_structure()
     values, T, B, lengths = check_inputs(net, inputs, lengths, steps)
+    _check_memory(net, kind, order, T, B, training, record_outputs)
     states = initial_states(net, B, reset)
     n_units = sum(p.size for p in order)
     show = net.progress if progress is None else progress
@@ -73,10 +77,11 @@ def _forward(net, inputs, lengths, training, steps, schedule, progress, reset, r
     outputs, stats = {}, {}
     for pop in order:
         run = runs[pop.name]
+        # read-only views: the backward pass reads these arrays
         if record_outputs:
-            outputs[pop.name] = run.y
+            outputs[pop.name] = _read_only(run.y)
         if getattr(pop, "trace_alpha", None) is not None and run.variables is not None:
-            outputs[pop.name + ".trace"] = run.variables()["trace"]
+            outputs[pop.name + ".trace"] = _read_only(run.variables()["trace"])
         st = dict(run.stats, wall_s=pop_wall[pop.name])
         st.setdefault("fwd_macs_event", st["fwd_macs"])
         for proj in incoming(net, pop):
@@ -88,7 +93,20 @@ def _forward(net, inputs, lengths, training, steps, schedule, progress, reset, r
     return ForwardPass(outputs=outputs, stats=stats, projection_stats=pstats,
                        lengths=lengths, training=bool(training), schedule=kind,
                        wall_s=time.perf_counter() - t_start, _runs=runs,
-                       _order=[p.name for p in order], _delayed=set(delayed))
+                       _order=[p.name for p in order], _delayed=set(delayed),
+                       _token=tok)
+
+
+def _check_memory(net, kind, order, T, B, training, record_outputs):
+    """A MemoryError before the run when its outputs and drives (and, in
+    training, what the backward pass saves) cannot fit (a lower estimate)."""
+    per_step = 0
+    for pop in order:
+        keep = record_outputs or kind != "compiled"
+        per_step += pop.size * (keep + (not pop.is_input) * (1 + 4 * bool(training)))
+    check.require_memory(T * B * per_step * net.dtype.itemsize,
+                         f"a network run with T={T} steps, B={B} samples and "
+                         f"{sum(p.size for p in order)} units ({net.dtype})")
 
 
 def _run_monitored(net, executor, order, delayed, values, T, B, lengths, training, states,
