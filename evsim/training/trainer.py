@@ -251,8 +251,11 @@ class Trainer:
         an event: an event carries ``y = v`` with ``thr < v < 1`` (the EGRU
         state is a mix of its previous value and a tanh), so ``m_h`` is about
         (fraction of steps unit ``h`` fires) x (its mean event value) and lies
-        in ``[0, 1)``. To aim at a firing fraction ``f``, use about
-        ``f * 0.5``. A value outside ``[0, 1]`` or NaN is a ValueError.
+        in ``[0, 1)``. To aim at a firing fraction ``f``, use ``f`` times the
+        typical event value (somewhat above the thresholds, whose mean is
+        :data:`evsim.config.THRESHOLD_MEAN` at initialisation); a target of 1
+        or more never penalises. A value outside ``[0, 1]`` or NaN is a
+        ValueError.
         Default 0.05, the value the ``evsim train`` command line uses for
         every task. Only used when ``activity_strength > 0``.
     activity_strength : float
