@@ -39,6 +39,7 @@ from evsim import config
 from evsim import threads as evthreads
 from evsim.data import Dataset, batchify, bptt_batches
 from evsim.training.checkpoint import (
+    DivergedError,
     generator_from_state,
     load_checkpoint,
     restore_checkpoint,
@@ -134,12 +135,14 @@ def _make_optimizer(optimizer, lr):
     return optimizer
 
 
-class DivergenceError(FloatingPointError):
+class DivergenceError(DivergedError, FloatingPointError):
     """Training diverged: the loss, a gradient or a parameter became NaN or infinite.
 
     Raised by :meth:`Trainer.fit` before the non-finite values reach the
     parameters or a checkpoint; the last checkpoint (if any) is the state
-    after the last good epoch.
+    after the last good epoch. A subclass of the checkpoint writer's
+    :class:`evsim.training.checkpoint.DivergedError` (and so of ValueError),
+    so one ``except DivergedError`` catches both.
     """
 
 
