@@ -98,11 +98,15 @@ def test_load_errors(tmp_path):
     broken.write_bytes(data)
     with h5py.File(broken, "r+") as f:
         del f["params"]["e.R"]
+    with pytest.raises(FileFormatError, match="checksum"):
+        Network.load(broken)
+    with h5py.File(broken, "r+") as f:
+        del f.attrs["params_sha256"]  # a file of an older evsim: the structure check
     with pytest.raises(FileFormatError, match="corrupt"):
         Network.load(broken)
     with h5py.File(broken, "r+") as f:
         f.attrs["structure"] = "{not json"
-    with pytest.raises(FileFormatError, match="corrupt"):
+    with pytest.raises(FileFormatError, match="attribute 'structure' is invalid"):
         Network.load(broken)
 
 

@@ -50,17 +50,31 @@ def save(net, path):
         evio.save_arrays(f.create_group("rng"), net.rng_state())
         evio.save_arrays(f.create_group("state"), {
             f"{pop}.{k}": v for pop, st in net.state.items() for k, v in st.items()})
+        f.attrs["params_sha256"] = evio.arrays_checksum(_checked_arrays(f, path))
+
+
+def _checked_arrays(f, path):
+    """The parameters and sparse structure as read back, under one name each."""
+    return {f"{g}/{k}": v for g in ("params", "sparse")
+            for k, v in evio.load_arrays(f[g], path).items()}
 
 
 def load(cls, path):
     """Rebuild a network of class ``cls`` saved with :func:`save`."""
     with evio.open_checked(path, "network") as f:
         try:
-            struct = json.loads(f.attrs["structure"])
-            params = evio.load_arrays(f["params"])
-            sparse = evio.load_arrays(f["sparse"])
-            rng = evio.load_arrays(f["rng"])
-            state = evio.load_arrays(f["state"])
+            struct = evio.attr_value(path, f, "structure", "json")
+            if not isinstance(struct, dict):
+                raise evio.FileFormatError(f"{path}: attribute 'structure' must be a JSON "
+                                           f"object, got {type(struct).__name__}")
+            evio.verify_checksum(path, f, _checked_arrays(f, path),
+                                 what="parameters and sparse structure")
+            params = evio.load_arrays(f["params"], path)
+            sparse = evio.load_arrays(f["sparse"], path)
+            rng = evio.load_arrays(f["rng"], path)
+            state = evio.load_arrays(f["state"], path)
+        except evio.FileFormatError:
+            raise
         except (KeyError, ValueError, TypeError, OSError) as err:
             raise evio.FileFormatError(f"{path}: corrupt evsim network file ({err!r}); "
                                        f"save the network again") from None
@@ -76,7 +90,8 @@ def load(cls, path):
         for key, value in state.items():
             pop, _, k = key.rpartition(".")
             net.state.setdefault(pop, {})[k] = np.asarray(value)
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
+            MemoryError, OverflowError) as err:
         raise evio.FileFormatError(f"{path}: corrupt or incompatible evsim network file "
                                    f"({err}); save the network again") from None
     return net
