@@ -317,7 +317,7 @@ class EventMonitor(_Monitor):
         cols["step"] += self._offset + int(t0)
         self._sink.append(cols, self._recorded)
 
-    def record_events(self, t0, step, unit, batch, value):
+    def record_events(self, t0, step, unit, batch, value, n_steps=None):
         """Append events given as columns: used by the network's compiled loop.
 
         The same as :meth:`record` on the dense equivalent, at a cost
@@ -338,6 +338,10 @@ class EventMonitor(_Monitor):
             Sample indices (0 .. B - 1).
         value : (m,) real array
             Event values (cast to the run's dtype).
+        n_steps : int, optional
+            The steps ``t0 .. t0 + n_steps - 1`` these events cover (all of
+            them recorded, with or without events); default: up to the last
+            event.
 
         One row per event, ordered by step, then sample, then unit. The
         monitor copies what it keeps, so the caller may reuse its buffers.
@@ -357,6 +361,13 @@ class EventMonitor(_Monitor):
         cols["step"] += self._offset + int(t0)
         # steps before t0 are done; the last event bounds this call's steps from below
         last = int(cols["step"][-1]) + 1 if cols["step"].size else 0
+        if n_steps is not None:
+            n_steps = int(n_steps)
+            if n_steps < 0 or int(t0) + n_steps > self._run_steps:
+                raise ValueError(f"EventMonitor.record_events on {self.pop_name!r}: steps "
+                                 f"{t0} .. {int(t0) + n_steps - 1} lie outside the run's "
+                                 f"{self._run_steps} steps")
+            last = max(last, self._offset + int(t0) + n_steps)
         self._recorded = max(self._recorded, self._offset + int(t0), last)
         if self._units is not None:
             at = np.searchsorted(self._units, cols["unit"])

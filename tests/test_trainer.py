@@ -524,3 +524,23 @@ def test_stepwise_training_of_a_cycle_with_ragged_lengths(monkeypatch):
     assert schedules and set(schedules) == {"stepwise"}
     assert after < before - 0.05, (before, after)
     assert t.predict(valid).shape == (64,)
+
+
+def test_resume_with_other_trainer_settings_is_refused(tmp_path):
+    """A checkpoint stores the Trainer's settings; loading it into a Trainer
+    with another learning rate or batch size lists the differences."""
+    from evsim.training.checkpoint import CheckpointMismatchError
+
+    splits = data.load_digits(seed=0)
+    path = tmp_path / "run.h5"
+    net = models.sequence_classifier(8, 16, 10, seed=0)
+    Trainer(net, lr=1e-2, batch_size=32, progress=False).fit(splits.train, epochs=1)
+    Trainer(net, lr=1e-2, batch_size=32, progress=False).save(path)
+    other = Trainer(models.sequence_classifier(8, 16, 10, seed=0), lr=3e-3, batch_size=64,
+                    progress=False)
+    with pytest.raises(CheckpointMismatchError) as err:
+        other.load(path)
+    assert "lr" in str(err.value) and "batch_size" in str(err.value)
+    same = Trainer(models.sequence_classifier(8, 16, 10, seed=0), lr=1e-2, batch_size=32,
+                   progress=False)
+    same.load(path)

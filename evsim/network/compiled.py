@@ -25,7 +25,7 @@ import numpy as np
 from evsim import config
 from evsim import populations as pops
 from evsim.kernels import snn_loop
-from evsim.monitors import ActivityMonitor
+from evsim.monitors import ActivityMonitor, EventMonitor
 
 __all__ = ["why_not", "run_compiled"]
 
@@ -304,6 +304,8 @@ def _hand_out(net, lay, t0, t1, step, unit, batch, probe, plans, ys, counts, den
             if name != pop.name:
                 continue
             if isinstance(mon, ActivityMonitor):
+                mon.record_events(t0, st - t0, un, ba, np.ones(st.size, net.dtype), t1 - t0)
+            elif isinstance(mon, EventMonitor):
                 mon.record_events(t0, st - t0, un, ba, np.ones(st.size, net.dtype), t1 - t0)
             elif hasattr(mon, "record_events"):
                 mon.record_events(t0, st - t0, un, ba, np.ones(st.size, net.dtype))

@@ -750,16 +750,31 @@ class Trainer:
     # ------------------------------------------------------------------ #
     # checkpoints
     # ------------------------------------------------------------------ #
+    def settings(self):
+        """The settings that make a run what it is (a resumed run must have the
+        same ones to continue it exactly): task, optimiser and learning rate,
+        batch size, shuffling seed, regulariser, clipping, schedule, bptt."""
+        schedule = self.lr_schedule
+        return dict(task=self.task, optimizer=type(self.optimizer).__name__,
+                    lr=self.base_lr, batch_size=self.batch_size, seed=self.seed,
+                    activity_target=self.activity_target,
+                    activity_strength=self.activity_strength, clip=self.clip,
+                    lr_schedule=schedule if schedule is None or isinstance(schedule, str)
+                    else getattr(schedule, "__name__", "callable"),
+                    bptt=self.bptt if self.task == "lm" else None,
+                    input=self.input, readout=self.readout)
+
     def save(self, path):
         """Write a checkpoint of the current state (atomic)."""
         save_checkpoint(path, self.net, self.optimizer, self.epoch, self.history,
                         trainer_rng=self._rng, trainer_state=dict(self._best),
-                        best_params=self.best_params)
+                        best_params=self.best_params, settings=self.settings())
 
     def load(self, path):
-        """Restore the state saved by :meth:`save` (clear error on another model)."""
+        """Restore the state saved by :meth:`save`: refused, with the differences
+        listed, when the network or the settings (:meth:`settings`) differ."""
         ckpt = load_checkpoint(path)
-        restore_checkpoint(ckpt, self.net, self.optimizer)
+        restore_checkpoint(ckpt, self.net, self.optimizer, settings=self.settings())
         if ckpt.trainer_rng is not None:
             self._rng = generator_from_state(ckpt.trainer_rng)
         self.epoch = ckpt.epoch
