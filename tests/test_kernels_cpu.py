@@ -569,3 +569,38 @@ def test_backward_active_on_every_cpu_backend(backend):
     want = p.forward(backend="cpu", **fkw).backward_active()
     np.testing.assert_array_equal(res.backward_active(), want)
     assert p.forward(backend=backend, training=False, **fkw).backward_active() is None
+
+
+# -- the float32 exp of the CPU kernels (evsim.kernels.cpu._exp) ---------------------
+
+def _exp32(x):
+    import numba
+
+    from evsim.kernels.cpu import _exp
+
+    @numba.njit
+    def run(x, out):
+        for i in range(x.size):
+            out[i] = _exp(x[i])
+
+    out = np.empty_like(x)
+    run(x, out)
+    return out
+
+
+def test_fast_exp_float32_accuracy():
+    x = np.linspace(-87.0, 88.0, 200_001, dtype=np.float32)
+    got = _exp32(x).astype(np.float64)
+    want = np.exp(x.astype(np.float64))
+    assert got.dtype == np.float64 and np.all(np.isfinite(got))
+    assert np.max(np.abs(got / want - 1)) < 1e-6  # a few float32 ulp
+
+
+def test_fast_exp_float32_clamps_instead_of_overflowing():
+    x = np.array([-1e4, -200.0, -88.0, 89.0, 200.0, 1e4], np.float32)
+    got = _exp32(x)
+    assert np.all(np.isfinite(got)) and np.all(got > 0)
+    np.testing.assert_allclose(got[:3], np.exp(np.float32(-87.0)), rtol=1e-6)
+    np.testing.assert_allclose(got[3:], np.exp(np.float32(88.0)), rtol=1e-6)
+    # sigmoid and tanh built on it saturate correctly
+    assert 1 / (1 + got[-1]) < 1e-30 and 1 / (1 + got[0]) == 1.0

@@ -20,7 +20,8 @@ import numba
 import numpy as np
 from numba import prange
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath=True)
+# no nnan/ninf: a NaN or inf must propagate (those flags make it undefined behaviour)
+_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "nsz", "arcp"})
 
 
 # --------------------------------------------------------------------------

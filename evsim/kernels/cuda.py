@@ -173,12 +173,16 @@ def _bwd_lanes(tpb):
 # constants: the unused branches are not in the compiled variant).
 
 
-@functools.lru_cache(maxsize=1)
-def _cell_device():
+@functools.lru_cache(maxsize=None)
+def _cell_device(dtype):
+    """The cell maths as device functions with constants of ``dtype``: float32
+    kernels compute in float32 (a Python float constant is a float64 and would
+    promote every gate to float64; ``math.exp`` of a float32 is ``expf``)."""
     from evsim.kernels import _cell
 
     _cuda()
-    return _cell.build(cuda.jit(device=True, inline=True), math.exp)
+    return _cell.build(cuda.jit(device=True, inline=True), math.exp,
+                       real=np.dtype(dtype).type)
 
 
 @functools.lru_cache(maxsize=None)
@@ -418,7 +422,7 @@ def _steps(dtype, keep_mode, dense_gru, save):
     import numba
 
     _cuda()
-    cell = _cell_device()
+    cell = _cell_device(dtype)
     gates, fire, cell_backward, backward_active = (
         cell.gates,
         cell.fire,
@@ -680,7 +684,7 @@ def _steps(dtype, keep_mode, dense_gru, save):
 def _active(dtype, dense_gru):
     """The backward-active mask kernel (the cell's test, as the backward applies it)."""
     _cuda()
-    backward_active = _cell_device().backward_active
+    backward_active = _cell_device(dtype).backward_active
 
     @cuda.jit
     def mask(v, thr, support, out):
@@ -965,6 +969,7 @@ def backward_device(
     dt = np.dtype(saved["v"].dtype)
     tpb = _tpb()
     k = _steps(dt, int(keep_mode), bool(dense_gru), True)
+    damp, support = dt.type(damp), dt.type(support)  # a Python float would be float64
     com = _common(dt)
     da = _zeros((T, B, G), dt)
     dq = _zeros((T, B, G), dt)

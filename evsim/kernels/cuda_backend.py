@@ -65,7 +65,7 @@ def egru_backward_active(args, saved):
     T, B, H = v.shape
     mask = kc._zeros((T, B, H), np.uint8)
     kc._active(np.dtype(v.dtype), bool(args.dense_gru)).mask[kc._grid1(T * B * H)](
-        v, kc._dev(args.thr), args.support, mask
+        v, kc._dev(args.thr), np.dtype(v.dtype).type(args.support), mask
     )
     host = mask.copy_to_host().astype(np.bool_)
     return host, host.sum(axis=2, dtype=np.int64)
