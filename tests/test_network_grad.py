@@ -137,14 +137,19 @@ def test_fd_egru_trace_output():
     _check_fd(net, {"x": x}, lengths, cot)
 
 
-@pytest.mark.parametrize("paths", ["auto", "event-driven"])
+@pytest.mark.parametrize("paths", ["auto", "event-driven", "dense"])
 def test_sparse_bptt_equals_dense_bptt(monkeypatch, paths):
-    """The network's backward equals the dense and reference backward, both with
-    the automatic switches and with every event-driven path forced."""
+    """The network's backward on the "cpu" backend equals the dense and reference
+    backward, with the automatic switches, with every event-driven path forced
+    and with every dense product forced; the counters show which path ran."""
     if paths == "event-driven":
         for name in ("DENSE_SWITCH_ACTIVITY", "BACKWARD_DENSE_SWITCH", "DR_DENSE_SWITCH"):
-            monkeypatch.setattr(config, name, 1.0)
+            monkeypatch.setattr(config, name, 2.0)
         monkeypatch.setattr(config, "GRAD_SOURCE_DENSE_SWITCH", 2.0)  # row-by-row dout W^T
+    elif paths == "dense":
+        for name in ("DENSE_SWITCH_ACTIVITY", "BACKWARD_DENSE_SWITCH", "DR_DENSE_SWITCH",
+                     "GRAD_SOURCE_DENSE_SWITCH"):
+            monkeypatch.setattr(config, name, -1.0)
     rng = np.random.default_rng(7)
     T, B = 8, 3
     x = rng.normal(size=(T, B, 3))
@@ -163,11 +168,17 @@ def test_sparse_bptt_equals_dense_bptt(monkeypatch, paths):
                                        atol=1e-12, err_msg=k)
         for k in g_s:
             np.testing.assert_allclose(g_s[k], g_d[k], rtol=1e-9, atol=1e-11, err_msg=k)
-    # the event-driven backward did less work than the dense one
     st = g_s.stats["e2"]
-    assert st["bwd_macs"] < st["bwd_macs_dense"]
     ps = g_s.projection_stats["e1->out"]
-    assert ps["bwd_macs"] < ps["bwd_macs_dense"]
+    fwd = fp_s.stats["e2"]
+    if paths == "dense":  # e1 (dense input projection): all its work is the dense work
+        assert g_s.stats["e1"]["bwd_macs"] == g_s.stats["e1"]["bwd_macs_dense"]
+        assert fp_s.stats["e1"]["fwd_macs"] == fp_s.stats["e1"]["fwd_macs_dense"]
+    else:  # the event-driven forward and backward did less work than the dense ones
+        assert st["bwd_macs"] < st["bwd_macs_dense"]
+        assert ps["bwd_macs"] < ps["bwd_macs_dense"]
+    if paths == "event-driven":
+        assert fwd["fwd_macs"] < fwd["fwd_macs_dense"]
     total = g_s.summary()
     assert total["bwd_macs"] == sum(st["bwd_macs"] for st in g_s.stats.values())
 

@@ -193,6 +193,7 @@ def _common(dtype):
     _cuda()
     FT = numba.from_dtype(np.dtype(dtype))
     i32 = numba.int32
+    i64 = numba.int64
     ZERO = np.dtype(dtype).type(0)
 
     @cuda.jit(device=True)
@@ -305,7 +306,7 @@ def _common(dtype):
 
     @cuda.jit
     def unit_count(y0, y, lengths, shift, cnt):
-        """cnt[i] (int32 out): non-zero source values of unit i over all (t, b)."""
+        """cnt[i] (int64 out): non-zero source values of unit i over all (t, b)."""
         T, B, N = y.shape
         for i in range(cuda.grid(1), N, cuda.gridsize(1)):
             n = 0
@@ -316,10 +317,11 @@ def _common(dtype):
 
     @cuda.jit
     def exclusive_scan(cnt, off, ioff):
-        """off[0] = 0, off[i + 1] = cnt[0] + ... + cnt[i]; one block (int32)."""
+        """off[0] = 0, off[i + 1] = cnt[0] + ... + cnt[i]; one block. int64
+        counts, offsets and shared partial sums: a total of events may pass 2**31."""
         tid = cuda.threadIdx.x
         tpb = cuda.blockDim.x
-        shi = cuda.shared.array(0, i32)
+        shi = cuda.shared.array(0, i64)
         if cuda.blockIdx.x != 0:
             return
         N = cnt.shape[0]
@@ -341,7 +343,7 @@ def _common(dtype):
 
     @cuda.jit
     def unit_fill(y0, y, lengths, shift, off, ev_s, ev_v):
-        """Unit-major event list: ev_s[off[i]:off[i + 1]] (int32 out) are the
+        """Unit-major event list: ev_s[off[i]:off[i + 1]] (int64 out) are the
         rows s = t * B + b where unit i fed a non-zero value, in increasing s,
         ev_v the values."""
         T, B, N = y.shape
@@ -1028,18 +1030,18 @@ def backward_device(
 
 def _unit_major(y0, y, lengths, shift, dt):
     """Unit-major event list of the non-zero source values (src = y, or y
-    shifted by one step after y0 when shift): offsets ``off`` (N + 1,) int32,
-    rows ``ev_s`` (t * B + b) and values ``ev_v``, and the number of events."""
+    shifted by one step after y0 when shift): offsets ``off`` (N + 1,) int64,
+    rows ``ev_s`` (t * B + b, int64) and values ``ev_v``, and the number of
+    events (int64 throughout: T * B * N may pass 2**31)."""
     T, B, N = y.shape
     com = _common(dt)
     tpb = _tpb()
-    cnt = _zeros((N,), np.int32)
+    cnt = _zeros((N,), np.int64)
     com.unit_count[_grid1(N)](y0, y, lengths, shift, cnt)
-    off = _zeros((N + 1,), np.int32)
-    ioff, shm = _int_shared(tpb, 0)
-    com.exclusive_scan[1, tpb, 0, shm](cnt, off, ioff)
+    off = _zeros((N + 1,), np.int64)
+    com.exclusive_scan[1, tpb, 0, 8 * (tpb + 1)](cnt, off, 0)
     n_ev = int(off[N : N + 1].copy_to_host()[0])
-    ev_s = _zeros((max(n_ev, 1),), np.int32)
+    ev_s = _zeros((max(n_ev, 1),), np.int64)
     ev_v = _zeros((max(n_ev, 1),), dt)
     com.unit_fill[_grid1(N)](y0, y, lengths, shift, off, ev_s, ev_v)
     return off, ev_s, ev_v, n_ev
