@@ -204,6 +204,25 @@ def write_header(f, kind, seed=None, dt=1.0, **attrs):
         f.attrs[key] = value
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def describe_unreadable(path, err):
+    """Why h5py could not open ``path``: a truncated (or damaged) HDF5 file
+    when it starts with the HDF5 signature, else a file that is not HDF5."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_HDF5_SIGNATURE))
+        size = os.path.getsize(path)
+    except OSError:
+        head, size = b"", None
+    if head == _HDF5_SIGNATURE:
+        return (f"{path} is truncated or damaged: it starts as an HDF5 file ({size} bytes) "
+                f"but its structure cannot be read ({err}); the write that made it did not "
+                f"finish. Re-record it or restore a copy")
+    return f"{path} is not an HDF5 file (not written by evsim, or empty): {err}"
+
+
 def open_checked(path, kind):
     """Open an evsim HDF5 file for reading after checking its header.
 
@@ -220,8 +239,7 @@ def open_checked(path, kind):
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise FileFormatError(f"{path} is not a readable HDF5 file (truncated or foreign?): "
-                              f"{err}") from None
+        raise FileFormatError(describe_unreadable(path, err)) from None
     found = f.attrs.get("evsim_format")
     if isinstance(found, bytes):
         found = found.decode()

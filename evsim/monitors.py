@@ -63,7 +63,7 @@ from evsim.events import (
     str_attr,
     units_attr,
 )
-from evsim.io import FileFormatError, atomic_h5
+from evsim.io import FileFormatError, atomic_h5, describe_unreadable
 
 __all__ = ["EventMonitor", "StateMonitor", "ActivityMonitor", "MonitorOverflowError",
            "EventTable", "MONITOR_KINDS", "make_monitor", "load", "load_events"]
@@ -848,8 +848,7 @@ def load(path):
         with h5py.File(path, "r") as f:
             kind = str_attr(f.attrs.get("evsim_format"))
     except OSError as err:
-        raise FileFormatError(f"{path} is not a readable HDF5 file (truncated or foreign?): "
-                              f"{err}") from None
+        raise FileFormatError(describe_unreadable(path, err)) from None
     by_file_kind = {v: MONITOR_KINDS[k] for k, v in FILE_KINDS.items()}
     if kind not in by_file_kind:
         what = "not an evsim file" if kind is None else f"an evsim {kind!r} file"

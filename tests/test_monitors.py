@@ -581,9 +581,9 @@ def test_event_table_is_the_monitors_queries(tmp_path):
 def test_plain_text_file(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_text("this is not HDF5\n")
-    with pytest.raises(FileFormatError, match="not a readable HDF5"):
+    with pytest.raises(FileFormatError, match="not an HDF5 file"):
         load_events(path)
-    with pytest.raises(FileFormatError, match="not a readable HDF5"):
+    with pytest.raises(FileFormatError, match="not an HDF5 file"):
         monitors.load(path)
 
 
@@ -866,3 +866,21 @@ def test_activity_monitor_gets_backward_sparsity():
     assert len(act.backward_sparsity) == 2
     assert act.backward_sparsity[-1] == grads.stats["egru"]["backward_sparsity"]
     assert 0.0 <= act.backward_sparsity[-1] <= 1.0
+
+
+def test_truncated_event_file_is_reported_as_truncated(tmp_path):
+    """An event file cut short (a copy interrupted, a full disk) says so."""
+    import evsim
+
+    net = evsim.Network(seed=0)
+    net.add(evsim.SpikeInput("s", 4))
+    mon = net.monitor("s", "events", path=tmp_path / "ev.h5")
+    net.run({"s": {"times": np.arange(50) % 20, "indices": np.arange(50) % 4}}, steps=20)
+    mon.close()
+    data = (tmp_path / "ev.h5").read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError, match="truncated"):
+        load_events(cut)
+    with pytest.raises(FileFormatError, match="truncated"):
+        monitors.load(cut)

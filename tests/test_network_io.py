@@ -84,7 +84,7 @@ def test_load_errors(tmp_path):
         Network.load(foreign)
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"not hdf5 at all")
-    with pytest.raises(FileFormatError, match="not a readable HDF5"):
+    with pytest.raises(FileFormatError, match="not an HDF5 file"):
         Network.load(garbage)
     good = tmp_path / "good.h5"
     _net().save(good)

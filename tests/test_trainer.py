@@ -303,7 +303,7 @@ def test_foreign_or_truncated_checkpoint(tmp_path):
         t.load(foreign)
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not hdf5 at all")
-    with pytest.raises(FileFormatError, match="not a readable HDF5"):
+    with pytest.raises(FileFormatError, match="not an HDF5 file"):
         t.load(junk)
     good = tmp_path / "good.h5"
     save_checkpoint(good, net, Adam(1e-3), epoch=0)
