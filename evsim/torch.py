@@ -78,13 +78,15 @@ class _EGRUFunction(torch.autograd.Function):
     (output, h_n, y_n), time-major, with evsim's forward and sparse BPTT.
 
     ``cfg`` is a dict of the keyword arguments of :func:`evsim.egru_forward`
-    plus ``stats`` (a dict the backward fills with its counters)."""
+    plus ``stats`` (a dict the backward fills with its counters) and ``grad``
+    (whether autograd will call the backward: save for it). ``needs_input_grad``
+    cannot tell: it is True under ``torch.no_grad()`` too."""
 
     @staticmethod
     def forward(ctx, x, wih, whh, bih, bhh, thr, h0, y0, cfg):
         stats = cfg["stats"]
-        kwargs = {k: v for k, v in cfg.items() if k != "stats"}
-        grad = any(ctx.needs_input_grad[:8])
+        kwargs = {k: v for k, v in cfg.items() if k not in ("stats", "grad")}
+        grad = cfg["grad"]
         training = kwargs.pop("training")
         if not training:  # evaluation mode: no DropConnect, zoneout by its expectation
             kwargs["dropconnect"] = 0.0
@@ -315,10 +317,12 @@ class EGRU(nn.Module):
         if training and (self.zoneout > 0 or self.dropconnect > 0):
             rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
         self.last_stats = stats = {}
+        grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, *params, h0, y0))
         cfg = dict(damp=self.damp, support=self.support, training=training,
                    zoneout=self.zoneout, dropconnect=self.dropconnect,
                    trace_alpha=self.trace_alpha, lengths=lengths, rng=rng, backend="cpu",
-                   stats=stats)
+                   stats=stats, grad=grad)
         out, h_n, y_n = _EGRUFunction.apply(x, *params, h0, y0, cfg)
         if self.batch_first:
             out = out.transpose(0, 1)

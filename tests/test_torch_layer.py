@@ -154,7 +154,7 @@ def test_gradcheck_smooth_configuration():
     def f(x, wih, whh, bih, bhh, thr, h0, y0):
         cfg = dict(damp=m.damp, support=m.support, training=True, zoneout=0.0,
                    dropconnect=0.0, trace_alpha=None, lengths=None, rng=None, backend="cpu",
-                   stats={})
+                   stats={}, grad=True)
         return et._EGRUFunction.apply(x, wih, whh, bih, bhh, thr, h0, y0, cfg)
 
     out = f(x, *params, h0, y0)[0]
@@ -281,6 +281,17 @@ def test_cuda_device_is_refused(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "device", property(fake))
     with pytest.raises(ValueError, match="weight_hh_l0 is on cuda:0"):
         m(x)
+
+
+def test_no_grad_saves_nothing():
+    m = _module(4, 6)
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    with torch.no_grad():
+        out, _ = m(x)
+    assert out.grad_fn is None and "bwd_macs" not in m.last_stats
+    out, _ = m(x)
+    out.sum().backward()
+    assert "bwd_macs" in m.last_stats
 
 
 def test_thresholds_clamped_only_on_request():
