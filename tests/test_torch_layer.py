@@ -302,3 +302,23 @@ def test_thresholds_clamped_only_on_request():
     assert m.threshold[0] == -1.0
     m.clamp_thresholds_()
     assert m.threshold.min() >= 0.01
+
+
+def test_trace_output_gradients():
+    T, B, I, H = 6, 2, 4, 6
+    m = _module(I, H, trace_alpha=0.8)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(T, B, H, dtype=torch.float64)
+    out, _ = m(x)
+    got = torch.autograd.grad((out * c).sum(), [x] + list(m.parameters()))
+    y, _, _ = torch_egru(x, m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0,
+                         m.threshold)
+    tr, prev = [], torch.zeros(B, H, dtype=torch.float64)
+    for t in range(T):
+        prev = 0.8 * prev + 0.2 * y[t]
+        tr.append(prev)
+    tr = torch.stack(tr)
+    np.testing.assert_allclose(out.detach().numpy(), tr.detach().numpy(), atol=1e-12)
+    want = torch.autograd.grad((tr * c).sum(), [x] + list(m.parameters()))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-9)
