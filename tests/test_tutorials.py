@@ -1,7 +1,8 @@
 """Smoke runs of the tutorials: each must exit 0, print its marker line and save its figure.
 
 A tutorial that cannot run is a failure, never a skip (matplotlib is in the
-``test`` extra). The subprocess timeout only stops a hung run; no test here
+``test`` extra); only a tutorial of an optional extra that is not installed
+(``NEEDS``: torch) is skipped. The subprocess timeout only stops a hung run; no test here
 asserts on wall-clock time.
 """
 
@@ -21,11 +22,17 @@ CASES = [
                            "03_activity.h5"], "loaded:"),
     ("04_cuba.py", ["04_cuba.png"], "CUBA rate_hz="),
     ("05_own_data.py", ["05_own_data.png"], "predicted right"),
+    ("06_torch_layer.py", ["06_torch_layer.png"], "EGRU test accuracy"),
 ]
+#: tutorials that need an optional extra (module -> the extra that installs it)
+NEEDS = {"06_torch_layer.py": ("torch", "torch")}
 
 
 @pytest.mark.parametrize("script, files, marker", CASES, ids=[c[0] for c in CASES])
 def test_tutorial_runs(tmp_path, script, files, marker):
+    if script in NEEDS:  # an optional extra: skipped only when it is not installed
+        module, extra = NEEDS[script]
+        pytest.importorskip(module, reason=f"{script} needs the {extra!r} extra")
     env = dict(os.environ, MPLBACKEND="Agg", EVSIM_TUTORIAL_OUT=str(tmp_path))
     proc = subprocess.run([sys.executable, str(TUTORIALS / script)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
