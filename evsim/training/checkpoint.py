@@ -161,6 +161,9 @@ class Checkpoint:
     trainer_state : dict
         Early-stopping bookkeeping and other trainer scalars.
     best_params : dict or None
+    accounting : dict or None
+        The last ``Trainer.evaluate`` result before saving (metrics, operation
+        counters and the energy estimate of :mod:`evsim.energy`), if any.
     model_config : object or None
         The network's ``config()`` at save time (JSON), when it has one.
     seed : int
@@ -179,6 +182,7 @@ class Checkpoint:
     model_config: object = None
     seed: int = -1
     settings: dict | None = None
+    accounting: dict | None = None
 
 
 def _net_seed(net):
@@ -205,7 +209,7 @@ def _json_default(value):
 
 
 def save_checkpoint(path, net, optimizer, epoch, history=(), trainer_rng=None,
-                    trainer_state=None, best_params=None, settings=None):
+                    trainer_state=None, best_params=None, settings=None, accounting=None):
     """Write a checkpoint atomically (temporary file, then rename).
 
     Parameters
@@ -229,6 +233,9 @@ def save_checkpoint(path, net, optimizer, epoch, history=(), trainer_rng=None,
     settings : dict, optional
         JSON-serialisable run settings (task, sizes, seed...), compared on resume
         by :func:`check_settings`.
+    accounting : dict, optional
+        JSON-serialisable scalars: the last evaluation's metrics, operation
+        counters and energy estimate (kept for reading, never compared).
 
     Raises
     ------
@@ -251,6 +258,8 @@ def save_checkpoint(path, net, optimizer, epoch, history=(), trainer_rng=None,
         attrs["model_config"] = cfg
     if settings is not None:
         attrs["settings"] = json.dumps(settings, sort_keys=True, default=_json_default)
+    if accounting is not None:
+        attrs["accounting"] = json.dumps(accounting, sort_keys=True, default=_json_default)
     groups = dict(params=net.params(), optimizer=optimizer.state_dict(),
                   net_rng=net.rng_state(), best_params=best_params)
     check_finite(path, groups, "refusing to write the checkpoint")
@@ -310,6 +319,7 @@ def load_checkpoint(path):
                 model_config=_json_field(path, f, "model_config", object, None),
                 seed=attr_value(path, f, "seed", int, default=-1),
                 settings=_json_field(path, f, "settings", dict, None),
+                accounting=_json_field(path, f, "accounting", dict, None),
             )
         except (KeyError, OSError, RuntimeError) as err:
             raise FileFormatError(f"{path}: damaged evsim checkpoint ({err})") from None

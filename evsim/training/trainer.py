@@ -35,7 +35,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from evsim import config
+from evsim import config, energy
 from evsim import threads as evthreads
 from evsim.data import Dataset, batchify, bptt_batches
 from evsim.training.checkpoint import (
@@ -217,6 +217,7 @@ class _Meter:
         out["backward_sparsity"] = (1.0 - self.bwd_active / self.bwd_unit_steps
                                     if self.bwd_unit_steps else float("nan"))
         out.update(self.counters)
+        out.update(energy.fields(self.counters))
         return out
 
 
@@ -356,6 +357,7 @@ class Trainer:
         self._rng = np.random.default_rng(
             np.random.SeedSequence(self.seed, spawn_key=(_SHUFFLE_KEY,)))
         self.history = []
+        self.last_evaluation = None  # Trainer.evaluate's last dict (saved in checkpoints)
         self.epoch = 0
         self._best = {"loss": None, "epoch": None, "bad_epochs": 0, "stopped": False}
         self.best_params = None
@@ -518,10 +520,18 @@ class Trainer:
             the recurrent populations; 1 for a GRU), ``backward_sparsity`` (NaN
             unless ``measure_backward``), ``fwd_macs``, ``fwd_macs_dense``,
             ``bwd_macs``, ``bwd_macs_dense`` (multiply-adds done and the dense
-            equivalent, summed over populations and projections), ``wall_s``.
+            equivalent, summed over populations and projections; the
+            ``*_event`` counters: what the event-driven algorithm needs),
+            the energy estimate of :func:`evsim.energy.fields` (``synops_fwd``,
+            ``energy_fwd_j``, ``energy_dense_fwd_j``, ``energy_j``,
+            ``energy_saving``, ...; the backward's are zero unless
+            ``measure_backward``), ``wall_s``. The last evaluation's dict is
+            kept as ``last_evaluation`` and saved in checkpoints.
         """
         with evthreads.owned(), evthreads.limit(self.threads):
-            return self._evaluate(data, measure_backward)
+            out = self._evaluate(data, measure_backward)
+        self.last_evaluation = _jsonable(out)
+        return out
 
     def _evaluate(self, data, measure_backward=False):
         data = self._check_data(data, "data")
@@ -708,7 +718,10 @@ class Trainer:
         record.update({f"train_{k}": v for k, v in meter.metrics(self.task).items()})
         if valid is not None:
             vm = self.evaluate(valid)
-            record.update({f"valid_{k}": vm[k] for k in ("loss", self.metric, "activity")})
+            record.update({f"valid_{k}": vm[k] for k in ("loss", self.metric, "activity",
+                                                         "fwd_macs", "fwd_macs_dense",
+                                                         "synops_fwd", "energy_fwd_j",
+                                                         "energy_dense_fwd_j")})
             self._early_stopping(record["valid_loss"])
         record["wall_s"] = time.perf_counter() - t0
         self.epoch += 1
@@ -768,7 +781,8 @@ class Trainer:
         """Write a checkpoint of the current state (atomic)."""
         save_checkpoint(path, self.net, self.optimizer, self.epoch, self.history,
                         trainer_rng=self._rng, trainer_state=dict(self._best),
-                        best_params=self.best_params, settings=self.settings())
+                        best_params=self.best_params, settings=self.settings(),
+                        accounting=self.last_evaluation)
 
     def load(self, path):
         """Restore the state saved by :meth:`save`: refused, with the differences
@@ -779,6 +793,7 @@ class Trainer:
             self._rng = generator_from_state(ckpt.trainer_rng)
         self.epoch = ckpt.epoch
         self.history = list(ckpt.history)
+        self.last_evaluation = ckpt.accounting
         self._best = {"loss": None, "epoch": None, "bad_epochs": 0, "stopped": False}
         self._best.update(ckpt.trainer_state)
         self.best_params = ({k: np.array(v) for k, v in ckpt.best_params.items()}
