@@ -97,3 +97,69 @@ def test_missing_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install evsim\[plot\]"):
         plot.raster(ev)
+
+
+def sweep_table():
+    """Rows as evsim.sweep writes them: 2 settings x 2 seeds, and 2 dense GRU runs."""
+    rows = []
+    for strength, acc, act in ((0.0, (0.90, 0.92), (0.30, 0.34)),
+                               (1.0, (0.80, 0.84), (0.10, 0.12))):
+        for seed, a, s in zip((0, 1), acc, act, strict=True):
+            rows.append(dict(model="egru", activity_strength=strength, seed=seed,
+                             test_accuracy=a, activity=s, fwd_macs=100, fwd_macs_event=100 * s,
+                             fwd_macs_dense=1000, backward_sparsity=0.5))
+    for seed in (0, 1):
+        rows.append(dict(model="gru", activity_strength=0.0, seed=seed, test_accuracy=0.95,
+                         activity=1.0, fwd_macs=1000, fwd_macs_event=1000,
+                         fwd_macs_dense=1000, backward_sparsity=0.0))
+    return rows
+
+
+def points(ax):
+    """(x, y) of the error-bar markers, in drawing order."""
+    return [tuple(line.get_xydata()[0]) for line in ax.lines if line.get_marker() in "os"]
+
+
+def test_tradeoff_aggregates_seeds_against_activity():
+    ax = plot.tradeoff(sweep_table())
+    pts = points(ax)
+    assert len(pts) == 3  # two settings and the dense reference
+    assert pts[0] == pytest.approx((0.32, 0.91))
+    assert pts[1] == pytest.approx((0.11, 0.82))
+    assert pts[2] == pytest.approx((1.0, 0.95))
+    assert ax.get_ylabel() == "test_accuracy" and "activity" in ax.get_xlabel()
+    # the dense reference is also a horizontal line
+    assert any(np.allclose(line.get_ydata(), 0.95) and line.get_linestyle() == "--"
+               for line in ax.lines)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "activity_strength=0" in labels[0] and "dense GRU" in labels[-1]
+
+
+def test_tradeoff_energy_from_column_or_counters_and_columns_dict():
+    from evsim import energy
+
+    rows = sweep_table()
+    ax = plot.tradeoff(rows, x="energy")
+    e = [energy.estimate(r)["energy_j"]["total"] for r in rows[:2]]
+    assert points(ax)[0][0] == pytest.approx(np.mean(e))
+    assert ax.get_xscale() == "log"
+    for r in rows:
+        r["energy_j"] = 2.0 * r["activity"]
+    cols = {k: [r[k] for r in rows] for k in rows[0]}
+    ax = plot.tradeoff(cols, x="energy", ax=plt.figure().gca())
+    assert points(ax)[0][0] == pytest.approx(0.64)
+
+
+def test_tradeoff_dense_value_group_and_errors():
+    rows = [r for r in sweep_table() if r["model"] == "egru"]
+    ax = plot.tradeoff(rows, dense=0.97, group=[])  # one point over everything
+    assert len(points(ax)) == 1
+    assert any(np.allclose(line.get_ydata(), 0.97) for line in ax.lines)
+    ax = plot.tradeoff(rows, dense=sweep_table()[-1], ax=plt.figure().gca())
+    assert points(ax)[-1] == pytest.approx((1.0, 0.95))
+    with pytest.raises(KeyError, match="test_perplexity"):
+        plot.tradeoff(rows, metric="test_perplexity")
+    with pytest.raises(ValueError, match="no rows"):
+        plot.tradeoff([])
+    with pytest.raises(ValueError, match="length"):
+        plot.tradeoff({"activity": [0.1, 0.2], "test_accuracy": [0.5]})
