@@ -5,6 +5,9 @@
     activity, backward sparsity and the multiply-adds saved against a dense GRU
     of the same size. With no arguments: an EGRU on the 8x8 digits read row by
     row (a few minutes on two CPU cores).
+``evsim sweep``
+    Run ``evsim train`` at every point of a parameter grid as Dask tasks (a
+    local cluster or ``--scheduler``) and write one table (CSV and HDF5).
 ``evsim info``
     Versions, CPU threads, CUDA availability and the default backend.
 """
@@ -16,7 +19,7 @@ import platform
 import sys
 import time
 
-__all__ = ["TASK_DEFAULTS", "build_parser", "main"]
+__all__ = ["TASK_DEFAULTS", "build_parser", "main", "run_train"]
 
 # Per-task defaults, chosen by measurement (see the module docstring of
 # evsim.training.trainer and the report printed by `evsim train`).
@@ -55,6 +58,42 @@ def build_parser():
         description="Train an EGRU (or dense GRU) and report test accuracy, activity, "
                     "backward sparsity and multiply-adds against a dense GRU. Options left "
                     "out take the task's defaults (shown by --show-defaults).")
+    _add_train_options(t)
+    t.add_argument("--checkpoint", metavar="PATH", help="write a checkpoint after every epoch")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint when it exists")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=int, help="most threads to use (default: all cores; "
+                   "the result is the same for every value)")
+    t.add_argument("--show-defaults", action="store_true",
+                   help="print the task's defaults and exit")
+
+    w = sub.add_parser(
+        "sweep", help="run `evsim train` over a parameter grid as Dask tasks",
+        description="Run `evsim train` at every point of a grid (the product of the --param "
+                    "values) as Dask tasks, on a local cluster of worker processes or on an "
+                    "existing one (--scheduler), and write one row per point to --out (CSV, "
+                    "and HDF5 next to it) as points finish. Points already in the table are "
+                    "skipped, so a sweep resumes where it stopped. The other options are "
+                    "those of `evsim train`, the same for every point.")
+    w.add_argument("--param", action="append", metavar="NAME=V1,V2,...", required=True,
+                   help="a swept option of `evsim train` and its values, e.g. seed=0,1,2 "
+                        "(repeat for a grid)")
+    w.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="address of a running Dask scheduler (default: a local cluster)")
+    w.add_argument("--workers", type=int,
+                   help="worker processes of the local cluster (default: cores / --threads)")
+    w.add_argument("--out", default="sweep.csv", metavar="PATH.csv",
+                   help="the results table (default sweep.csv; HDF5 beside it, .h5)")
+    w.add_argument("--threads", type=int, default=1,
+                   help="evsim threads per point (default 1: one core per worker)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_train_options(w)
+    return parser
+
+
+def _add_train_options(t):
+    """The options of one training, shared by `evsim train` and `evsim sweep`."""
     t.add_argument("--task", choices=TASKS, default="digits",
                    help="digits (8x8 digits by rows, default), digits-pixels (pixel by "
                         "pixel), fashion (Fashion-MNIST by rows), ptb (Penn Treebank, word "
@@ -88,15 +127,6 @@ def build_parser():
     t.add_argument("--max-len", type=int, help="refuse sequences longer than this")
     t.add_argument("--limit", type=int,
                    help="use at most N training samples (ptb: tokens), for quick runs")
-    t.add_argument("--checkpoint", metavar="PATH", help="write a checkpoint after every epoch")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint when it exists")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--threads", type=int, help="most threads to use (default: all cores; "
-                   "the result is the same for every value)")
-    t.add_argument("--show-defaults", action="store_true",
-                   help="print the task's defaults and exit")
-    return parser
 
 
 # --------------------------------------------------------------------------- #
@@ -289,13 +319,28 @@ def _check_backend(backend):
 
 
 def cmd_train(args, out=print):
-    from evsim.io import FileLock
-    from evsim.training import Trainer
-
     if args.show_defaults:
         for task, d in TASK_DEFAULTS.items():
             out(f"{task:<14} " + " ".join(f"{k}={v}" for k, v in d.items()))
         return 0
+    run_train(args, out)
+    return 0
+
+
+def run_train(args, out=print):
+    """Run what `evsim train` runs for parsed arguments ``args`` (checks,
+    training, evaluation, the report written through ``out``).
+
+    Returns
+    -------
+    dict
+        :meth:`Trainer.evaluate`'s results on the test set (with the backward
+        measured), plus ``metric`` (``accuracy``, ``perplexity`` or ``mse``)
+        and ``total_wall_s`` (the whole run, compilation included).
+    """
+    from evsim.io import FileLock
+    from evsim.training import Trainer
+
     if args.resume and not args.checkpoint:
         raise CLIError("--resume needs --checkpoint PATH")
     if args.limit is not None and args.limit < 1:
@@ -337,9 +382,9 @@ def _train(args, s, out, Trainer):
     result = trainer.evaluate(test, measure_backward=True)
     for line in report_table(result, trainer.metric, args.model):
         out(line)
-    out(f"  wall time                  {time.perf_counter() - t_start:.1f} s "
-        f"(including compilation)")
-    return 0
+    wall = time.perf_counter() - t_start
+    out(f"  wall time                  {wall:.1f} s (including compilation)")
+    return dict(result, metric=trainer.metric, total_wall_s=wall)
 
 
 # --------------------------------------------------------------------------- #
@@ -355,6 +400,10 @@ def main(argv=None):
     try:
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "sweep":
+            from evsim.sweep import cmd_sweep
+
+            return cmd_sweep(args)
         return cmd_train(args)
     except (CLIError, FileInUseError) as err:
         print(f"evsim: error: {err}", file=sys.stderr)
