@@ -58,10 +58,11 @@ for the EGRU and the GRU), nonlinearities, event bookkeeping (index reads and
 writes), activations' memory traffic, control, leakage and idle power."""
 
 _BINARY_TEXT = {
-    False: "Binary spikes would need only an accumulate (add + read); all synops are "
-           "costed here as MACs (binary_events=False).",
-    True: "binary_events=True: every event has value 1, so each synop is costed as an "
-          "accumulate (one add + one weight read, no multiply); the dense GRU still MACs.",
+    False: "Binary spikes would need only an accumulate (add + read); all synops\n"
+           "  are costed here as MACs (binary_events=False).",
+    True: "binary_events=True: every event has value 1, so each synop is costed as\n"
+          "  an accumulate (one add + one weight read, no multiply); the dense GRU\n"
+          "  still does MACs.",
 }
 
 _KEYS = ("fwd_macs", "fwd_macs_event", "fwd_macs_dense",

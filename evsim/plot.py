@@ -217,7 +217,8 @@ def tradeoff(table, metric="test_accuracy", x="activity", ax=None, group=None, s
     table : dict of columns or list of row dicts
         A sweep table (``evsim.sweep``'s, or any with one row per run): swept
         parameters (e.g. ``activity_strength``, ``seed``), the ``metric``
-        column and ``activity`` or the counters.
+        column and ``activity`` or the counters. Rows with a ``status`` other
+        than ``"ok"`` (a sweep's failed points) are left out.
     metric : str
         Column on the y axis (``test_accuracy``, ``test_perplexity``, ...).
     x : str
@@ -246,9 +247,10 @@ def tradeoff(table, metric="test_accuracy", x="activity", ax=None, group=None, s
     matplotlib Axes
     """
     ax = _axes(ax)
-    rows = _rows(table)
+    # a sweep's failed points (status "error") have no results to draw
+    rows = [r for r in _rows(table) if r.get("status", "ok") in ("ok", None, "")]
     if not rows:
-        raise ValueError("the table has no rows")
+        raise ValueError("the table has no rows (with status 'ok')")
     dense_list = [r for r in rows if _is_dense(r, dense_rows)]
     rows = [r for r in rows if not _is_dense(r, dense_rows)]
     if group is None:

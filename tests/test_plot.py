@@ -161,5 +161,8 @@ def test_tradeoff_dense_value_group_and_errors():
         plot.tradeoff(rows, metric="test_perplexity")
     with pytest.raises(ValueError, match="no rows"):
         plot.tradeoff([])
+    failed = dict(rows[0], status="error", test_accuracy=float("nan"))
+    ax = plot.tradeoff([dict(r, status="ok") for r in rows] + [failed], ax=plt.figure().gca())
+    assert points(ax)[0] == pytest.approx((0.32, 0.91))
     with pytest.raises(ValueError, match="length"):
         plot.tradeoff({"activity": [0.1, 0.2], "test_accuracy": [0.5]})
