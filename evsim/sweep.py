@@ -436,7 +436,7 @@ def run(fn_or_task, grid, *, client=None, workers=None, out="sweep.csv", progres
         n = min(workers or default_workers(threads), len(todo))
         one = str(threads)
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
             env={"NUMBA_NUM_THREADS": one, "OMP_NUM_THREADS": one,
                  "OPENBLAS_NUM_THREADS": one, "MKL_NUM_THREADS": one})
         client = Client(cluster)

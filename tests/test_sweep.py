@@ -86,7 +86,7 @@ def test_train_is_unchanged_by_the_refactor(capsys):
 def client():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
@@ -166,3 +166,14 @@ def test_cli_sweep_against_a_scheduler(tmp_path, client, capsys):
         assert col in table[0]
     assert cli.main(argv) == 0  # resumed: nothing to run
     assert "2 points, 0 failed" in capsys.readouterr().out
+
+
+def test_own_local_cluster(tmp_path):
+    """With no client, a local cluster of 2 one-thread workers is started and closed."""
+    pytest.importorskip("distributed")
+    out = str(tmp_path / "t.csv")
+    rows = sweep.run(point, {"x": [1, 2, 4]}, workers=2, out=out, progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert len({r["pid"] for r in rows} - {os.getpid()}) >= 1
+    assert sweep.run(point, {"x": [1, 2, 4]}, workers=2, out=out, progress=False) == \
+        sweep.read_table(out)  # nothing left to run: no cluster, the table as it is
