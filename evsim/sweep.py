@@ -479,11 +479,6 @@ def cmd_sweep(args, out=print):
     """``evsim sweep``: parsed arguments -> exit status."""
     from evsim.cli import CLIError
 
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise CLIError('evsim sweep needs Dask: pip install "evsim[sweep]" '
-                       '(or pip install "dask[distributed]")') from None
     if args.workers is not None and args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
     if args.threads < 1:
@@ -508,6 +503,11 @@ def cmd_sweep(args, out=print):
         grid = _check_grid(task, grid)
     except ValueError as err:
         raise CLIError(str(err)) from None
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise CLIError('evsim sweep needs Dask: pip install "evsim[sweep]" '
+                       '(or pip install "dask[distributed]")') from None
     client = None
     if args.scheduler:
         from distributed import Client
