@@ -8,7 +8,7 @@ Everything a user needs is importable from here:
 * training (:mod:`evsim.training`), data sets (:mod:`evsim.data`), plots (:mod:`evsim.plot`).
 """
 
-from evsim import connectivity, data, models, training  # submodules users reach as evsim.X
+from evsim import connectivity, data, energy, models, training  # submodules as evsim.X
 from evsim._version import __version__
 from evsim.connectivity import (
     AllToAll,
@@ -86,6 +86,7 @@ __all__ = [
     "load_events",
     "Trainer",
     "data",
+    "energy",
     "models",
     "training",
 ]

@@ -23,6 +23,7 @@ CASES = [
     ("04_cuba.py", ["04_cuba.png"], "CUBA rate_hz="),
     ("05_own_data.py", ["05_own_data.png"], "predicted right"),
     ("06_torch_layer.py", ["06_torch_layer.png"], "EGRU test accuracy"),
+    ("07_tradeoff.py", ["07_tradeoff.png"], "tradeoff:"),
 ]
 #: tutorials that need an optional extra (module -> the extra that installs it)
 NEEDS = {"06_torch_layer.py": ("torch", "torch")}
