@@ -88,6 +88,10 @@ def build_parser():
     w.add_argument("--threads", type=int, default=1,
                    help="evsim threads per point (default 1: one core per worker)")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w.add_argument("--plot", action="store_true",
+                   help="also draw accuracy (or perplexity) against activity and against "
+                        "estimated energy, seeds aggregated, to PATH.png next to --out "
+                        "(needs matplotlib)")
     _add_train_options(w)
     return parser
 
@@ -273,6 +277,17 @@ def report_table(result, metric, model):
         lines.append(f"    {label}                 {_fmt_count(event):<13} "
                      f"{_fmt_count(r[key + '_dense']):<11} "
                      f"{_ratio(event, r[key + '_dense']):<8} {_fmt_count(r[key])}")
+    if "energy_fwd_j" in r:  # evsim.energy: an estimate from per-operation energies
+        line = (f"  energy (estimate)          forward {r['energy_fwd_j'] * 1e3:.3g} mJ, dense "
+                f"GRU {r['energy_dense_fwd_j'] * 1e3:.3g} mJ")
+        if r.get("energy_bwd_j"):
+            line += (f"; backward {r['energy_bwd_j'] * 1e3:.3g} mJ, dense GRU "
+                     f"{r['energy_dense_bwd_j'] * 1e3:.3g} mJ")
+        lines.append(line)
+        lines.append("   (45 nm figures of Horowitz, ISSCC 2014: 3.7 pJ multiply + 0.9 pJ add + "
+                     "5 pJ SRAM weight")
+        lines.append("   read per multiply-add the event-driven algorithm needs; "
+                     "evsim.energy.estimate)")
     lines.append("  (recurrent and event-driven projections on the test set; event-driven: what")
     lines.append("   propagating only events and back-propagating only through backward-active")
     lines.append("   units needs; done: what the kernels did, which take the dense product where")

@@ -153,7 +153,9 @@ def activity(monitors, ax=None, dt=None, per_sample=False, labels=None, **plot_k
 #: columns of a sweep table that are results, not swept parameters
 _RESULT_NAMES = {"loss", "accuracy", "perplexity", "mse", "activity", "events", "epoch",
                  "epochs", "epochs_run", "status", "error", "path", "checkpoint", "penalty",
-                 "backward_sparsity", "lr", "run", "run_id", "name"}
+                 "backward_sparsity", "lr", "run", "run_id", "name",
+                 # a sweep table's bookkeeping (evsim.sweep): which worker, which options
+                 "worker", "options", "metric", "backward_active"}
 _RESULT_PARTS = ("macs", "energy", "synops", "wall_s", "sparsity", "accuracy", "perplexity",
                  "loss")
 
@@ -292,7 +294,7 @@ def tradeoff(table, metric="test_accuracy", x="activity", ax=None, group=None, s
                    label=None if dense_list else "dense GRU")
     if x == "energy":
         ax.set_xlabel("estimated energy (J, Horowitz 2014, 45 nm)")
-        if xs and min(xs) > 0:
+        if xs and min(xs) > 0 and max(xs) > 10 * min(xs):  # log only over a decade or more
             ax.set_xscale("log")
     elif x == "activity":
         ax.set_xlabel("activity (fraction of unit-steps with an event)")

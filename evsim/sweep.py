@@ -525,4 +525,24 @@ def cmd_sweep(args, out=print):
     for r in rows:
         if r.get("status") != STATUS_OK:
             out("  failed: " + " ".join(f"{n}={r.get(n)}" for n in grid) + f": {r.get('error')}")
+    if getattr(args, "plot", False) and n_err < len(rows):
+        out(f"evsim sweep: figure {plot_table(rows, args.out)}")
     return 1 if n_err else 0
+
+
+def plot_table(rows, out):
+    """Draw :func:`evsim.plot.tradeoff` against activity and against estimated
+    energy for a sweep's rows; save it next to the table (``.png``)."""
+    from evsim import plot
+
+    plt = plot._pyplot()
+    metric = next((m for m in ("test_accuracy", "test_perplexity", "test_mse")
+                   if any(m in r for r in rows)), "test_accuracy")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    plot.tradeoff(rows, metric=metric, x="activity", ax=axes[0])
+    plot.tradeoff(rows, metric=metric, x="energy", ax=axes[1])
+    fig.tight_layout()
+    path = os.path.splitext(os.path.abspath(out))[0] + ".png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -166,3 +166,19 @@ def test_tradeoff_dense_value_group_and_errors():
     assert points(ax)[0] == pytest.approx((0.32, 0.91))
     with pytest.raises(ValueError, match="length"):
         plot.tradeoff({"activity": [0.1, 0.2], "test_accuracy": [0.5]})
+
+
+def test_sweep_plot_table_aggregates_seeds(tmp_path):
+    """`evsim sweep --plot`: a sweep table's bookkeeping columns (worker, options)
+    do not split the points; seeds are aggregated; the figure is written."""
+    from evsim import sweep
+
+    rows = [dict(activity_strength=s, seed=k, test_accuracy=0.8 - 0.01 * s + 0.01 * k,
+                 activity=0.3 - 0.01 * s, fwd_macs_event=1e6, fwd_macs_dense=3e6,
+                 fwd_macs=1e6, bwd_macs_event=0, bwd_macs_dense=0, bwd_macs=0,
+                 status="ok", worker=f"w{k}", options="{}", wall_s=1.0)
+            for s in (0, 10) for k in (0, 1)]
+    path = sweep.plot_table(rows, str(tmp_path / "sweep.csv"))
+    assert path.endswith("sweep.png") and (tmp_path / "sweep.png").stat().st_size > 0
+    ax = plot.tradeoff(rows)
+    assert len(ax.get_legend().get_texts()) == 2  # one point per strength, seeds pooled
