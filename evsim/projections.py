@@ -278,12 +278,11 @@ class Projection:
         W = self.params["W"]
         N, M = self.shape
         if self.kind == "sparse":
-            ip, ix = self.indptr, self.indices
-            if (ip.shape != (N + 1,) or ip[0] != 0 or ip[-1] != W.size or ix.shape != W.shape
-                    or np.any(np.diff(ip) < 0) or (ix.size and (ix.min() < 0 or ix.max() >= M))):
-                raise ValueError(f"projection {self.name!r}: its sparse structure (indptr, "
-                                 f"indices) is inconsistent with shape {self.shape} and "
-                                 f"{W.size} weights")
+            self._csr_rec = None  # arrays may have been edited in place: check them again
+            nnz = self._structure().nnz  # the functional layer's one CSR check
+            if W.shape != (nnz,):
+                raise ValueError(f"projection {self.name!r}: its sparse structure has {nnz} "
+                                 f"entries but W has shape {W.shape}")
         elif W.shape != (N, M):
             raise ValueError(f"projection {self.name!r}: W has shape {W.shape}, expected "
                              f"{(N, M)}")
@@ -297,8 +296,6 @@ class Projection:
             raise ValueError(f"projection {self.name!r} feeds the conductance receptor "
                              f"{self.receptor!r}: its weights (conductances) must be >= 0, "
                              f"got {W.min()}; an inhibitory conductance has a low e_rev")
-        self._csr_rec = None
-        self._structure()
 
     def _structure(self):
         """The checked :class:`evsim.functional.CSR` of the live structure

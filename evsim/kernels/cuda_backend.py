@@ -106,24 +106,25 @@ def egru_backward(args, saved, events, active, rows, activity, dy, dh, dy_last):
     return {n: res[n].copy_to_host() for n in ("drive", "R", "br", "thr", "h0", "y0")}, stats
 
 
+def _trace_kernel(name, src, alpha, dst):
+    """Run the trace kernel ``name`` (one thread per (b, h)) from src into dst
+    (T, B, H); host or device arrays, dst updated."""
+    kc.require()
+    d_src, d_dst = kc._dev(src), kc._dev(dst)
+    T, B, H = d_src.shape
+    getattr(kc._common(np.dtype(d_src.dtype)), name)[kc._grid1(B * H)](d_src, alpha, d_dst)
+    if d_dst is not dst:
+        dst[...] = d_dst.copy_to_host()
+
+
 def output_trace(y, alpha, trace):
     """trace (T, B, H) = output trace of y; host or device arrays (trace updated)."""
-    kc.require()
-    dy, dtr = kc._dev(y), kc._dev(trace)
-    T, B, H = dy.shape
-    kc._common(np.dtype(dy.dtype)).trace_fwd[kc._grid1(B * H)](dy, alpha, dtr)
-    if dtr is not trace:
-        trace[...] = dtr.copy_to_host()
+    _trace_kernel("trace_fwd", y, alpha, trace)
 
 
 def output_trace_backward(dtrace, alpha, dy):
     """dy += gradient through the trace; host or device arrays (dy updated)."""
-    kc.require()
-    dd, ddy = kc._dev(dtrace), kc._dev(dy)
-    T, B, H = dd.shape
-    kc._common(np.dtype(dd.dtype)).trace_bwd[kc._grid1(B * H)](dd, alpha, ddy)
-    if ddy is not dy:
-        dy[...] = ddy.copy_to_host()
+    _trace_kernel("trace_bwd", dtrace, alpha, dy)
 
 
 # --------------------------------------------------------------------------

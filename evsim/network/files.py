@@ -10,6 +10,7 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
+from evsim import functional as F
 from evsim import io as evio
 from evsim import populations as pops  # noqa: F401 - registers the built-in classes
 from evsim import protocol
@@ -99,15 +100,14 @@ def load(cls, path):
 
 def _checked_csr(name, values, sparse, shape):
     """The CSR matrix of a saved sparse projection, its structure checked."""
-    indptr = np.asarray(sparse[f"{name}.indptr"])
-    indices = np.asarray(sparse[f"{name}.indices"])
-    n, m = shape
-    if (indptr.shape != (n + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0)
-            or indptr[-1] != values.shape[0] or indices.shape != values.shape
-            or (indices.size and (indices.min() < 0 or indices.max() >= m))):
-        raise ValueError(f"the sparse structure of {name!r} is inconsistent with its shape "
-                         f"{shape} or its {values.shape[0]} weights")
-    return sp.csr_matrix((values, indices, indptr), shape=shape)
+    try:  # the functional layer's one CSR check (index ranges, monotone indptr)
+        rec = F.csr(sparse[f"{name}.indptr"], sparse[f"{name}.indices"], shape)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the sparse structure of {name!r}: {err}") from None
+    if rec.nnz != values.shape[0]:
+        raise ValueError(f"the sparse structure of {name!r} has {rec.nnz} entries but "
+                         f"{values.shape[0]} weights")
+    return sp.csr_matrix((values, rec.indices, rec.indptr), shape=shape)
 
 
 def _rebuild(cls, struct, params, sparse):
