@@ -551,6 +551,9 @@ def parse_args(argv=None):
                     help="the issue's set: 1 s at --seeds in every mode, one 10 s run and one "
                          "network 10x larger (cython and cpp_standalone), evsim's memory on "
                          "a 10 s run; one report")
+    ap.add_argument("--busy", action="store_true",
+                    help="keep one core busy with another process during every run (a "
+                         "user's machine is never idle)")
     ap.add_argument("--evsim-dtypes", default="float32,float64",
                     help="evsim runs in these dtypes (float32: evsim's default; float64: "
                          "Brian2's precision); ratios are against the first")
@@ -627,13 +630,18 @@ def main(argv=None):
         return brian2_worker(args)
     if args.worker == "evsim-memory":
         return evsim_memory_worker(args)
+    from common import busy_neighbour  # benchmarks/common.py (this script's folder)
+
     configs = suite_configs(args) if args.suite else [(None, args)]
     texts, everything = [], []
     for title, cfg in configs:
-        results, memory = run_config(cfg)
+        with busy_neighbour(args.busy):
+            results, memory = run_config(cfg)
         if not results:
             sys.exit("no results")
         text = report(cfg, results, memory)
+        if args.busy:
+            text = "With one core kept busy by another process.\n\n" + text
         texts.append(text if title is None else f"## {title}\n\n{text}")
         print(texts[-1])
         everything.append(dict(title=title, results=results, memory=memory))
